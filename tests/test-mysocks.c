@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -120,6 +121,7 @@ static void
 test_server_socket_all_addresses(void **state)
 {
 	struct pair p = { -1, -1, -1 };
+	struct addrinfo *ai;
 	int port = -1, tries;
 
 	(void)state;
@@ -144,12 +146,21 @@ test_server_socket_all_addresses(void **state)
 	assert_round_trip(p.cl, p.sv);
 	closeSocket(p.cl);
 	closeSocket(p.sv);
-	/* And by name, through getaddrinfo. */
-	p.cl = connectSocket("localhost", port);
-	assert_true(p.cl > 0);
-	p.sv = acceptServerSocket(p.se);
-	assert_true(p.sv > 0);
-	assert_round_trip(p.cl, p.sv);
+	/* And by name, through getaddrinfo, where the machine has a name
+	 * for itself (a bare chroot may have no /etc/hosts). */
+	if (getaddrinfo("localhost", NULL, NULL, &ai) == 0) {
+		freeaddrinfo(ai);
+		p.cl = connectSocket("localhost", port);
+		if (p.cl < 0)
+			fail_msg("connectSocket localhost %d: %s", port,
+			    strerror(errno));
+		p.sv = acceptServerSocket(p.se);
+		assert_true(p.sv > 0);
+		assert_round_trip(p.cl, p.sv);
+	} else {
+		print_message("'localhost' does not resolve here: "
+		    "connecting by name not tried\n");
+	}
 	pair_close(&p);
 }
 

@@ -82,20 +82,45 @@ test_close(int *fd)
 	*fd = -1;
 }
 
+/* Wait up to timeout_ms for pid to exit, without reaping it.  A pidfd
+ * makes it an event; where there is none (old kernels, valgrind), look
+ * every 10 ms.  Returns 1 when it exited. */
+static int
+test_wait_exit(pid_t pid, int timeout_ms)
+{
+	long long deadline = test_now_ms() + timeout_ms;
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), r = 0;
+
+	if (pfd >= 0) {
+		r = test_wait_readable(pfd, timeout_ms) == 1;
+		close(pfd);
+		return r;
+	}
+	while (test_now_ms() < deadline) {
+		siginfo_t si = { 0 };
+		struct timespec ten_ms = { 0, 10000000 };
+
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG |
+		    WNOWAIT) < 0)
+			return errno != EINTR;
+		if (si.si_pid == pid)
+			return 1;
+		nanosleep(&ten_ms, NULL);
+	}
+	return 0;
+}
+
 int
 test_stop(struct test_proc *p)
 {
-	int status = -1, pfd;
+	int status = -1;
 	pid_t r;
 
 	if (p->pid <= 0)
 		return -1;
-	pfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
 	kill(p->pid, SIGTERM);
-	if (pfd < 0 || test_wait_readable(pfd, TEST_WAIT_MS) != 1)
+	if (!test_wait_exit(p->pid, TEST_WAIT_MS))
 		kill(p->pid, SIGKILL);
-	if (pfd >= 0)
-		close(pfd);
 	do
 		r = waitpid(p->pid, &status, 0);
 	while (r < 0 && errno == EINTR);
