@@ -1,0 +1,785 @@
+/*
+ * conn.c - client connections: accepting, reading frames, answering them,
+ * writing replies, and closing.
+ *
+ * Bounds (a client that misbehaves cannot make the broker grow):
+ *   - input: one frame at a time, its length checked against the limit
+ *     before the buffer grows to hold it;
+ *   - parked requests: CONN_WAITS_MAX; past that the conn is not read
+ *     until one finishes;
+ *   - output: past CONN_OUT_HIGH the conn is not read until it drains,
+ *     so replies are bounded by what its parked requests can bring.
+ */
+#include "config.h"
+
+#include "broker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "mysocks.h"
+
+/* Parked requests per connection.  The library parks at most two (a call
+ * and an armed receive); 16 leaves room for pipelining clients.  Picked,
+ * not measured. */
+#define CONN_WAITS_MAX 16
+/* Stop reading a client whose unwritten replies pass this.  Picked. */
+#define CONN_OUT_HIGH (1u << 20)
+/* Bytes read per read() call. */
+#define CONN_READ_CHUNK (64u << 10)
+
+static void conn_on_io(struct loop_watch *w, uint32_t events);
+static void conn_process(struct conn *c);
+
+uint64_t
+broker_wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint32_t
+conn_max_frame(const struct conn *c)
+{
+	return c->b->lim.max_payload + WIRE_OVERHEAD_MAX;
+}
+
+static void
+conn_free(struct conn *c)
+{
+	if (c == NULL)
+		return;
+	free(c->in);
+	free(c->out);
+	free(c);
+}
+
+static void
+conn_hello_expired(struct loop_timer *t)
+{
+	struct conn *c = t->data;
+
+	log_info("conn %llu (pid %d): no handshake in %u ms, closing",
+	    (unsigned long long)c->id, (int)c->cred.pid,
+	    c->b->lim.hello_timeout_ms);
+	conn_reply_error(c, 0, ETIMEDOUT, 0, "no HELLO in time");
+	c->closing = 1;
+}
+
+static void
+conn_read_comm(struct conn *c)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)c->cred.pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	n = read(fd, c->comm, sizeof(c->comm) - 1);
+	close(fd);
+	if (n > 0 && c->comm[n - 1] == '\n')
+		n--;
+	c->comm[n > 0 ? n : 0] = '\0';
+}
+
+static void
+conn_new(struct broker *b, int fd)
+{
+	socklen_t len = sizeof(struct ucred);
+	struct conn *c;
+	int r;
+
+	if (b->nconns >= b->lim.max_connections) {
+		log_warn("connection refused: %u connections, the limit",
+		    b->nconns);
+		b->n.err_refused++;
+		closeSocket(fd);
+		return;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		closeSocket(fd);
+		return;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0 ||
+	    nonblockSocket(fd, 1) < 0) {
+		log_warn("connection dropped: %s", strerror(errno));
+		closeSocket(fd);
+		free(c);
+		return;
+	}
+	c->b = b;
+	c->id = ++b->next_conn_id;
+	c->state = CONN_HELLO;
+	c->watch.fd = fd;
+	c->watch.cb = conn_on_io;
+	c->watch.data = c;
+	c->connected_ns = broker_wall_ns();
+	conn_read_comm(c);
+	loop_timer_init(&c->hello_timer, conn_hello_expired, c);
+	if ((r = loop_watch_add(b->loop, &c->watch, EPOLLIN)) < 0 ||
+	    (r = loop_timer_set(b->loop, &c->hello_timer,
+	    loop_now_ms() + b->lim.hello_timeout_ms)) < 0) {
+		log_warn("connection dropped: %s", strerror(-r));
+		loop_watch_del(b->loop, &c->watch);
+		closeSocket(fd);
+		free(c);
+		return;
+	}
+	c->next = b->conns;
+	if (b->conns)
+		b->conns->prev = c;
+	b->conns = c;
+	b->nconns++;
+	b->n.conns_total++;
+	log_debug("conn %llu: pid %d uid %u (%s) connected",
+	    (unsigned long long)c->id, (int)c->cred.pid,
+	    (unsigned)c->cred.uid, c->comm);
+}
+
+void
+conn_accept_all(struct broker *b)
+{
+	for (;;) {
+		int fd = acceptServerSocket(b->listen_fd);
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("accept: %s", strerror(errno));
+			/* EMFILE and friends: the next round tries again. */
+			return;
+		}
+		conn_new(b, fd);
+	}
+}
+
+void
+conn_close(struct conn *c)
+{
+	struct broker *b = c->b;
+
+	if (c->state == CONN_DEAD)
+		return;
+	log_debug("conn %llu (pid %d): closed", (unsigned long long)c->id,
+	    (int)c->cred.pid);
+	while (c->waits != NULL)
+		wait_cancel(b, c->waits);
+	loop_timer_del(b->loop, &c->hello_timer);
+	loop_watch_del(b->loop, &c->watch);
+	closeSocket(c->watch.fd);
+	c->watch.fd = -1;
+	c->state = CONN_DEAD;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	b->nconns--;
+	/* Freed in conn_flush_all(), once no callback of this round can
+	 * still hold a pointer to it. */
+	c->next = b->dead;
+	b->dead = c;
+}
+
+/* --- output ------------------------------------------------------------- */
+
+static void
+conn_want_flush(struct conn *c)
+{
+	if (!c->want_flush) {
+		c->want_flush = 1;
+		c->flush_next = c->b->flushq;
+		c->b->flushq = c;
+	}
+}
+
+static void
+conn_push(struct conn *c, const struct wire_frame *f)
+{
+	size_t len = wire_encoded_len(f);
+
+	if (c->state == CONN_DEAD)
+		return;
+	if (len == 0) {
+		log_error("conn %llu: cannot encode a %s frame",
+		    (unsigned long long)c->id, wire_type_name(f->type));
+		return;
+	}
+	if (c->out_off > 0 && c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	if (len > c->out_cap - c->out_len) {
+		size_t need = c->out_len - c->out_off + len, cap;
+		uint8_t *p;
+
+		/* Slide what is left to the front before growing. */
+		if (c->out_off > 0) {
+			memmove(c->out, c->out + c->out_off,
+			    c->out_len - c->out_off);
+			c->out_len -= c->out_off;
+			c->out_off = 0;
+		}
+		if (need > c->out_cap) {
+			cap = c->out_cap ? c->out_cap : 4096;
+			while (cap < need)
+				cap *= 2;
+			if ((p = realloc(c->out, cap)) == NULL) {
+				log_error("conn %llu: out of memory for a "
+				    "reply of %zu bytes; closing",
+				    (unsigned long long)c->id, len);
+				conn_close(c);
+				return;
+			}
+			c->out = p;
+			c->out_cap = cap;
+		}
+	}
+	wire_encode(f, c->out + c->out_len, c->out_cap - c->out_len);
+	c->out_len += len;
+	conn_want_flush(c);
+}
+
+void
+conn_reply_error(struct conn *c, uint64_t req_id, int err, uint32_t aux,
+    const char *text)
+{
+	struct wire_frame f = { .type = WIRE_ERROR, .id = req_id };
+
+	f.b.error.code = wire_code(err);
+	f.b.error.aux = aux;
+	f.b.error.text = wire_str(text);
+	conn_push(c, &f);
+}
+
+void
+conn_reply_sent(struct conn *c, uint64_t req_id, uint64_t msg_id)
+{
+	struct wire_frame f = { .type = WIRE_SENT, .id = req_id };
+
+	f.b.sent.msg_id = msg_id;
+	conn_push(c, &f);
+}
+
+void
+conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
+    const struct msg *msg)
+{
+	struct wire_frame f = { .type = WIRE_DELIVER, .id = req_id };
+	char sender[32];
+
+	snprintf(sender, sizeof(sender), "pid:%u", msg->pid);
+	f.b.deliver.msg_id = msg->id;
+	f.b.deliver.enqueue_ns = msg->enqueue_ns;
+	f.b.deliver.pid = msg->pid;
+	f.b.deliver.uid = msg->uid;
+	f.b.deliver.gid = msg->gid;
+	f.b.deliver.sender = wire_str(sender);
+	f.b.deliver.source = wire_str(m->name);
+	f.b.deliver.payload.p = msg->data;
+	f.b.deliver.payload.len = msg->len;
+	conn_push(c, &f);
+}
+
+static void
+conn_reply_ok(struct conn *c, uint64_t req_id)
+{
+	struct wire_frame f = { .type = WIRE_OK, .id = req_id };
+
+	conn_push(c, &f);
+}
+
+static void
+conn_reply_info(struct conn *c, uint64_t req_id, const struct mbox *m)
+{
+	struct wire_frame f = { .type = WIRE_MBOX_INFO, .id = req_id };
+
+	mbox_info(m, &f.b.info);
+	conn_push(c, &f);
+}
+
+/* Write what the socket takes.  Returns 0, or -1 when c was closed. */
+static int
+conn_write(struct conn *c)
+{
+	while (c->out_off < c->out_len) {
+		size_t left = c->out_len - c->out_off;
+		int n = writeSomeSocket(c->watch.fd, c->out + c->out_off,
+		    left > INT32_MAX ? INT32_MAX : (int)left);
+
+		if (n < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			log_debug("conn %llu: write: %s",
+			    (unsigned long long)c->id, strerror(errno));
+			conn_close(c);
+			return -1;
+		}
+		c->out_off += (size_t)n;
+	}
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+	return 0;
+}
+
+/* Ask epoll for what c needs now: input unless it is throttled or
+ * closing, output while replies wait. */
+static void
+conn_update_events(struct conn *c)
+{
+	uint32_t ev = 0;
+
+	if (!c->closing && c->nwaits < CONN_WAITS_MAX &&
+	    c->out_len - c->out_off < CONN_OUT_HIGH)
+		ev |= EPOLLIN;
+	if (c->out_len > c->out_off)
+		ev |= EPOLLOUT;
+	if (loop_watch_mod(c->b->loop, &c->watch, ev) < 0)
+		conn_close(c);
+}
+
+void
+conn_wait_done(struct conn *c)
+{
+	/* Not processed here: the caller is in the middle of a mailbox
+	 * operation.  conn_flush_all() picks up buffered input. */
+	conn_want_flush(c);
+}
+
+void
+conn_flush_all(struct broker *b)
+{
+	struct conn *c, *dead;
+
+	while ((c = b->flushq) != NULL) {
+		b->flushq = c->flush_next;
+		c->want_flush = 0;
+		if (c->state == CONN_DEAD)
+			continue;
+		if (conn_write(c) < 0)
+			continue;
+		if (c->closing && c->out_len == 0) {
+			conn_close(c);
+			continue;
+		}
+		/* Input held back while throttled may be processed now;
+		 * it may queue more replies (and put c back on the
+		 * list). */
+		conn_process(c);
+		if (c->state != CONN_DEAD)
+			conn_update_events(c);
+	}
+	while ((dead = b->dead) != NULL) {
+		b->dead = dead->next;
+		conn_free(dead);
+	}
+}
+
+void
+conn_close_all(struct broker *b, const char *why)
+{
+	struct wire_frame f = { .type = WIRE_BYE };
+
+	f.b.bye.code = WIRE_E_SHUTDOWN;
+	f.b.bye.text = wire_str(why);
+	while (b->conns != NULL) {
+		struct conn *c = b->conns;
+
+		conn_push(c, &f);
+		conn_write(c);	/* best effort: the broker is going */
+		conn_close(c);
+	}
+	conn_flush_all(b);
+}
+
+/* --- requests ----------------------------------------------------------- */
+
+/* A protocol violation: say why if we can, then close. */
+static void
+conn_violation(struct conn *c, uint64_t req_id, int err, const char *why)
+{
+	c->b->n.err_proto++;
+	log_info("conn %llu (pid %d): %s; closing",
+	    (unsigned long long)c->id, (int)c->cred.pid, why);
+	conn_reply_error(c, req_id, err, 0, why);
+	c->closing = 1;
+}
+
+static void
+conn_on_hello(struct conn *c, const struct wire_frame *f)
+{
+	struct wire_frame w = { .type = WIRE_WELCOME, .id = f->id };
+
+	if (f->type != WIRE_HELLO) {
+		conn_violation(c, f->id, EPROTO, "first frame is not HELLO");
+		return;
+	}
+	if (f->b.hello.magic != WIRE_MAGIC) {
+		conn_violation(c, f->id, EPROTO, "bad magic in HELLO");
+		return;
+	}
+	if (f->b.hello.version_min > WIRE_VERSION ||
+	    f->b.hello.version_max < WIRE_VERSION) {
+		conn_violation(c, f->id, EPROTO,
+		    "no protocol version in common");
+		return;
+	}
+	loop_timer_del(c->b->loop, &c->hello_timer);
+	c->state = CONN_READY;
+	w.b.welcome.version = WIRE_VERSION;
+	w.b.welcome.max_payload = c->b->lim.max_payload;
+	w.b.welcome.conn_id = c->id;
+	w.b.welcome.pid = (uint32_t)c->cred.pid;
+	w.b.welcome.uid = c->cred.uid;
+	w.b.welcome.gid = c->cred.gid;
+	conn_push(c, &w);
+}
+
+/* Resolve a mailbox address in a request.  NULL with the error replied
+ * when there is none. */
+static struct mbox *
+conn_lookup(struct conn *c, uint64_t req_id, struct wire_bytes text)
+{
+	char buf[IPC_ADDR_MAX];
+	struct ipc_addr a;
+	struct mbox *m;
+
+	if (wire_str_copy(text, buf, sizeof(buf)) < 0 ||
+	    ipc_addr_parse(buf, &a) < 0) {
+		conn_reply_error(c, req_id, EINVAL, 0,
+		    ipc_addr_why(buf) ? ipc_addr_why(buf) : "bad address");
+		return NULL;
+	}
+	if (a.kind != IPC_ADDR_MAILBOX || a.host[0] != '\0') {
+		conn_reply_error(c, req_id, ENOTSUP, 0, a.host[0] ?
+		    "remote addresses are not served yet" :
+		    "direct (pid:) addresses are not served yet");
+		return NULL;
+	}
+	if ((m = mbox_find(c->b, a.name, strlen(a.name))) == NULL) {
+		c->b->n.err_nomailbox++;
+		conn_reply_error(c, req_id, ENOENT, 0, "no such mailbox");
+	}
+	return m;
+}
+
+static void
+conn_on_send(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_send *s = &f->b.send;
+	struct broker *b = c->b;
+	struct msg *msg;
+	struct mbox *m;
+
+	if (s->flags != 0) {
+		conn_reply_error(c, f->id, EINVAL, 0, "unknown SEND flags");
+		return;
+	}
+	if (s->payload.len > b->lim.max_payload) {
+		b->n.err_msgsize++;
+		conn_reply_error(c, f->id, EMSGSIZE, b->lim.max_payload,
+		    "message over the broker's size limit");
+		return;
+	}
+	if ((m = conn_lookup(c, f->id, s->dest)) == NULL)
+		return;
+	if ((msg = malloc(sizeof(*msg) + s->payload.len)) == NULL) {
+		conn_reply_error(c, f->id, ENOMEM, 0, "out of memory");
+		return;
+	}
+	msg->next = NULL;
+	msg->id = ++b->next_msg_id;
+	msg->enqueue_ns = broker_wall_ns();
+	msg->pid = (uint32_t)c->cred.pid;
+	msg->uid = c->cred.uid;
+	msg->gid = c->cred.gid;
+	msg->len = (uint32_t)s->payload.len;
+	if (msg->len)
+		memcpy(msg->data, s->payload.p, msg->len);
+	c->msgs_sent++;
+	mbox_send(b, m, c, f->id, msg, s->timeout_ms);
+}
+
+static void
+conn_on_recv(struct conn *c, const struct wire_frame *f)
+{
+	struct mbox *m;
+
+	if (f->b.recv.flags != 0) {
+		conn_reply_error(c, f->id, EINVAL, 0, "unknown RECV flags");
+		return;
+	}
+	if ((m = conn_lookup(c, f->id, f->b.recv.source)) == NULL)
+		return;
+	mbox_recv(c->b, m, c, f->id, f->b.recv.max_len, f->b.recv.timeout_ms);
+}
+
+static void
+conn_on_create(struct conn *c, const struct wire_frame *f)
+{
+	struct mbox *m;
+	int created, r;
+
+	r = mbox_create(c->b, c, &f->b.create, &m, &created);
+	if (r < 0) {
+		conn_reply_error(c, f->id, -r, 0,
+		    r == -EINVAL ? "bad mailbox name or attributes" :
+		    r == -EEXIST ? "mailbox exists" :
+		    r == -ENOSPC ? "the broker's mailbox limit is reached" :
+		    r == -EDQUOT ? "your mailbox quota is reached" :
+		    "out of memory");
+		return;
+	}
+	if (created)
+		log_debug("conn %llu: created mailbox %s",
+		    (unsigned long long)c->id, m->name);
+	conn_reply_info(c, f->id, m);
+}
+
+static void
+conn_on_delete(struct conn *c, const struct wire_frame *f)
+{
+	struct mbox *m = conn_lookup(c, f->id, f->b.name.name);
+
+	if (m == NULL)
+		return;
+	if (c->cred.uid != 0 && c->cred.uid != m->uid) {
+		conn_reply_error(c, f->id, EACCES, 0,
+		    "only the owner or root may delete a mailbox");
+		return;
+	}
+	log_debug("conn %llu: deleted mailbox %s", (unsigned long long)c->id,
+	    m->name);
+	mbox_delete(c->b, m);
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_list(struct conn *c, const struct wire_frame *f)
+{
+	struct broker *b = c->b;
+
+	for (size_t i = 0; i < b->tab_size; i++)
+		for (struct mbox *m = b->tab[i]; m != NULL; m = m->hnext)
+			conn_reply_info(c, f->id, m);
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_peek(struct conn *c, const struct wire_frame *f)
+{
+	struct mbox *m = conn_lookup(c, f->id, f->b.peek.name);
+	uint32_t n = 0;
+
+	if (m == NULL)
+		return;
+	for (struct msg *msg = m->q.head;
+	    msg != NULL && n < f->b.peek.max_count; msg = msg->next, n++)
+		conn_reply_deliver(c, f->id, m, msg);
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_clients(struct conn *c, const struct wire_frame *f)
+{
+	for (struct conn *o = c->b->conns; o != NULL; o = o->next) {
+		struct wire_frame r = { .type = WIRE_CLIENT_INFO, .id = f->id };
+
+		r.b.client.conn_id = o->id;
+		r.b.client.pid = (uint32_t)o->cred.pid;
+		r.b.client.uid = o->cred.uid;
+		r.b.client.gid = o->cred.gid;
+		r.b.client.msgs_sent = o->msgs_sent;
+		r.b.client.msgs_received = o->msgs_received;
+		r.b.client.connected_ns = o->connected_ns;
+		r.b.client.comm = wire_str(o->comm);
+		conn_push(c, &r);
+	}
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_counters(struct conn *c, const struct wire_frame *f)
+{
+	const struct broker *b = c->b;
+	const struct { const char *name; uint64_t value; } v[] = {
+		{ "uptime_ms", (uint64_t)(loop_now_ms() - b->started_ms) },
+		{ "connections", b->nconns },
+		{ "connections_total", b->n.conns_total },
+		{ "connections_refused", b->n.err_refused },
+		{ "mailboxes", b->nmbox },
+		{ "messages_in", b->n.msgs_in },
+		{ "messages_out", b->n.msgs_out },
+		{ "bytes_in", b->n.bytes_in },
+		{ "bytes_out", b->n.bytes_out },
+		{ "errors_protocol", b->n.err_proto },
+		{ "errors_full", b->n.err_full },
+		{ "errors_timeout", b->n.err_timeout },
+		{ "errors_no_mailbox", b->n.err_nomailbox },
+		{ "errors_msgsize", b->n.err_msgsize },
+	};
+
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct wire_frame r = { .type = WIRE_COUNTER, .id = f->id };
+
+		r.b.counter.name = wire_str(v[i].name);
+		r.b.counter.value = v[i].value;
+		conn_push(c, &r);
+	}
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_dispatch(struct conn *c, const struct wire_frame *f)
+{
+	if (c->state == CONN_HELLO) {
+		conn_on_hello(c, f);
+		return;
+	}
+	switch (f->type) {
+	case WIRE_SEND:
+		conn_on_send(c, f);
+		break;
+	case WIRE_RECV:
+		conn_on_recv(c, f);
+		break;
+	case WIRE_MBOX_CREATE:
+		conn_on_create(c, f);
+		break;
+	case WIRE_MBOX_STAT: {
+		struct mbox *m = conn_lookup(c, f->id, f->b.name.name);
+
+		if (m != NULL)
+			conn_reply_info(c, f->id, m);
+		break;
+	}
+	case WIRE_MBOX_DELETE:
+		conn_on_delete(c, f);
+		break;
+	case WIRE_MBOX_LIST:
+		conn_on_list(c, f);
+		break;
+	case WIRE_PEEK:
+		conn_on_peek(c, f);
+		break;
+	case WIRE_CLIENTS:
+		conn_on_clients(c, f);
+		break;
+	case WIRE_COUNTERS:
+		conn_on_counters(c, f);
+		break;
+	default:
+		/* A frame the broker sends, or HELLO again. */
+		conn_violation(c, f->id, EPROTO, "unexpected frame type");
+		break;
+	}
+}
+
+/* Answer every whole frame in the input buffer, unless throttled. */
+static void
+conn_process(struct conn *c)
+{
+	size_t off = 0;
+
+	while (c->state != CONN_DEAD && !c->closing &&
+	    c->nwaits < CONN_WAITS_MAX &&
+	    c->out_len - c->out_off < CONN_OUT_HIGH) {
+		struct wire_frame f;
+		const char *why = "malformed frame";
+		long len = wire_frame_len(c->in + off, c->in_len - off,
+		    conn_max_frame(c));
+
+		if (len < 0) {
+			conn_violation(c, 0, -len == EMSGSIZE ? EMSGSIZE :
+			    EPROTO, len == -EMSGSIZE ?
+			    "frame over the size limit" :
+			    "frame shorter than its header");
+			break;
+		}
+		if (len == 0 || (size_t)len > c->in_len - off)
+			break;
+		if (wire_decode(c->in + off, (size_t)len, &f, &why) < 0) {
+			conn_violation(c, wire_get64(c->in + off + 8), EPROTO,
+			    why);
+			break;
+		}
+		off += (size_t)len;
+		conn_dispatch(c, &f);
+	}
+	if (c->state == CONN_DEAD || off == 0)
+		return;
+	memmove(c->in, c->in + off, c->in_len - off);
+	c->in_len -= off;
+}
+
+static void
+conn_read(struct conn *c)
+{
+	for (;;) {
+		size_t want = CONN_READ_CHUNK;
+		long flen = wire_frame_len(c->in, c->in_len, conn_max_frame(c));
+		int n;
+
+		/* Room for the frame being read, as its checked length
+		 * says: the buffer never grows past the limit. */
+		if (flen > 0 && (size_t)flen > c->in_len &&
+		    (size_t)flen - c->in_len > want)
+			want = (size_t)flen - c->in_len;
+		if (want > c->in_cap - c->in_len) {
+			size_t cap = c->in_len + want;
+			uint8_t *p = realloc(c->in, cap);
+
+			if (p == NULL) {
+				log_error("conn %llu: out of memory reading",
+				    (unsigned long long)c->id);
+				conn_close(c);
+				return;
+			}
+			c->in = p;
+			c->in_cap = cap;
+		}
+		n = readSocket(c->watch.fd, c->in + c->in_len,
+		    (int)(c->in_cap - c->in_len));
+		if (n == 0 || (n < 0 && errno != EAGAIN &&
+		    errno != EWOULDBLOCK)) {
+			conn_close(c);
+			return;
+		}
+		if (n < 0)
+			return;
+		c->in_len += (size_t)n;
+		conn_process(c);
+		if (c->state == CONN_DEAD || c->closing ||
+		    c->nwaits >= CONN_WAITS_MAX ||
+		    c->out_len - c->out_off >= CONN_OUT_HIGH)
+			return;
+		/* A short read means the socket is drained for now. */
+		if ((size_t)n < want)
+			return;
+	}
+}
+
+static void
+conn_on_io(struct loop_watch *w, uint32_t events)
+{
+	struct conn *c = w->data;
+
+	if (c->state == CONN_DEAD)
+		return;
+	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+		conn_read(c);
+	if (c->state != CONN_DEAD && (events & EPOLLOUT))
+		conn_want_flush(c);
+	if (c->state != CONN_DEAD)
+		conn_want_flush(c);	/* events updated before the wait */
+}

@@ -1,0 +1,518 @@
+/*
+ * mailbox.c - mailboxes: the hash table of names, the message queues, and
+ * the matching of senders and receivers.
+ *
+ * Invariants, which the matching below keeps:
+ *   - receivers wait only while the queue is empty;
+ *   - a new sender waits behind any sender already waiting, room or not,
+ *     so messages enter the queue in the order their sends arrived;
+ *   - every operation is O(1) in the number of mailboxes, connections and
+ *     queued messages (hash lookup, list head/tail, heap timers).
+ */
+#include "config.h"
+
+#include "broker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ipc.h"
+#include "log.h"
+
+/* First size of the hash table; it doubles when the load passes 1. */
+#define MBOX_TAB_MIN 64
+
+static uint32_t
+mbox_hash(const char *s, size_t len)
+{
+	uint32_t h = 2166136261u;	/* FNV-1a */
+
+	for (size_t i = 0; i < len; i++) {
+		h ^= (uint8_t)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+int
+mbox_table_init(struct broker *b)
+{
+	b->tab = calloc(MBOX_TAB_MIN, sizeof(*b->tab));
+	if (b->tab == NULL)
+		return -ENOMEM;
+	b->tab_size = MBOX_TAB_MIN;
+	b->nmbox = 0;
+	return 0;
+}
+
+static void
+mbox_free(struct mbox *m)
+{
+	struct msg *msg, *next;
+
+	if (m == NULL)
+		return;
+	for (msg = m->q.head; msg != NULL; msg = next) {
+		next = msg->next;
+		free(msg);
+	}
+	free(m->name);
+	free(m);
+}
+
+void
+mbox_table_free(struct broker *b)
+{
+	for (size_t i = 0; i < b->tab_size; i++) {
+		struct mbox *m = b->tab[i], *next;
+
+		for (; m != NULL; m = next) {
+			next = m->hnext;
+			mbox_free(m);
+		}
+	}
+	free(b->tab);
+	b->tab = NULL;
+}
+
+struct mbox *
+mbox_find(struct broker *b, const char *name, size_t len)
+{
+	uint32_t h = mbox_hash(name, len);
+	struct mbox *m;
+
+	for (m = b->tab[h & (b->tab_size - 1)]; m != NULL; m = m->hnext)
+		if (m->hash == h && strlen(m->name) == len &&
+		    memcmp(m->name, name, len) == 0)
+			return m;
+	return NULL;
+}
+
+/* Double the table; on ENOMEM keep the old one (longer chains, still
+ * correct). */
+static void
+mbox_table_grow(struct broker *b)
+{
+	size_t size = b->tab_size * 2;
+	struct mbox **tab = calloc(size, sizeof(*tab));
+
+	if (tab == NULL)
+		return;
+	for (size_t i = 0; i < b->tab_size; i++) {
+		struct mbox *m = b->tab[i], *next;
+
+		for (; m != NULL; m = next) {
+			next = m->hnext;
+			m->hnext = tab[m->hash & (size - 1)];
+			tab[m->hash & (size - 1)] = m;
+		}
+	}
+	free(b->tab);
+	b->tab = tab;
+	b->tab_size = size;
+}
+
+static uint32_t
+mbox_count_owned(struct broker *b, uid_t uid)
+{
+	uint32_t n = 0;
+
+	for (size_t i = 0; i < b->tab_size; i++)
+		for (struct mbox *m = b->tab[i]; m != NULL; m = m->hnext)
+			n += m->uid == uid;
+	return n;
+}
+
+int
+mbox_create(struct broker *b, struct conn *c,
+    const struct wire_mbox_create *req, struct mbox **m_out,
+    int *created_out)
+{
+	char name[IPC_NAME_MAX + 1];
+	struct ipc_addr addr;
+	struct mbox *m;
+	size_t slot;
+
+	*created_out = 0;
+	if (wire_str_copy(req->name, name, sizeof(name)) < 0 ||
+	    ipc_addr_parse(name, &addr) < 0 ||
+	    addr.kind != IPC_ADDR_MAILBOX || addr.host[0] != '\0')
+		return -EINVAL;
+	if (req->mode != WIRE_DEFAULT32 && (req->mode & ~0777u) != 0)
+		return -EINVAL;
+	if ((req->flags & ~WIRE_CREATE_EXCL) != 0)
+		return -EINVAL;
+	if ((m = mbox_find(b, name, strlen(name))) != NULL) {
+		if (req->flags & WIRE_CREATE_EXCL)
+			return -EEXIST;
+		*m_out = m;
+		return 0;
+	}
+	if (b->nmbox >= b->lim.max_mailboxes)
+		return -ENOSPC;
+	/* Counting is O(mailboxes), paid only on create, only with a
+	 * per-uid limit set. */
+	if (b->lim.max_mailboxes_per_uid != 0 &&
+	    mbox_count_owned(b, c->cred.uid) >= b->lim.max_mailboxes_per_uid)
+		return -EDQUOT;
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return -ENOMEM;
+	if ((m->name = strdup(name)) == NULL) {
+		mbox_free(m);
+		return -ENOMEM;
+	}
+	m->hash = mbox_hash(name, strlen(name));
+	uuid_generate(m->uuid);
+	m->capacity = req->capacity == WIRE_DEFAULT32 ?
+	    b->lim.default_capacity : req->capacity;
+	m->max_bytes = req->max_bytes == WIRE_DEFAULT64 ?
+	    b->lim.default_max_bytes : req->max_bytes;
+	m->mode = req->mode == WIRE_DEFAULT32 ? 0600 : req->mode;
+	m->uid = c->cred.uid;
+	m->gid = c->cred.gid;
+	m->created_ns = broker_wall_ns();
+	slot = m->hash & (b->tab_size - 1);
+	m->hnext = b->tab[slot];
+	b->tab[slot] = m;
+	if (++b->nmbox > b->tab_size)
+		mbox_table_grow(b);
+	*m_out = m;
+	*created_out = 1;
+	return 0;
+}
+
+void
+mbox_info(const struct mbox *m, struct wire_mbox_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	memcpy(out->uuid, m->uuid, sizeof(out->uuid));
+	out->capacity = m->capacity;
+	out->mode = m->mode;
+	out->max_bytes = m->max_bytes;
+	out->uid = m->uid;
+	out->gid = m->gid;
+	out->depth = m->q.count;
+	out->waiting_receivers = m->receivers.count;
+	out->waiting_senders = m->senders.count;
+	out->bytes = m->q.bytes;
+	out->msgs_in = m->msgs_in;
+	out->msgs_out = m->msgs_out;
+	out->created_ns = m->created_ns;
+	out->name = wire_str(m->name);
+}
+
+/* --- queues ------------------------------------------------------------- */
+
+static void
+msgq_push(struct msgq *q, struct msg *msg)
+{
+	msg->next = NULL;
+	if (q->tail)
+		q->tail->next = msg;
+	else
+		q->head = msg;
+	q->tail = msg;
+	q->count++;
+	q->bytes += msg->len;
+}
+
+static struct msg *
+msgq_pop(struct msgq *q)
+{
+	struct msg *msg = q->head;
+
+	if (msg == NULL)
+		return NULL;
+	q->head = msg->next;
+	if (q->head == NULL)
+		q->tail = NULL;
+	q->count--;
+	q->bytes -= msg->len;
+	msg->next = NULL;
+	return msg;
+}
+
+static void
+waitq_push(struct waitq *q, struct wait *w)
+{
+	w->next = NULL;
+	w->prev = q->tail;
+	if (q->tail)
+		q->tail->next = w;
+	else
+		q->head = w;
+	q->tail = w;
+	q->count++;
+}
+
+static void
+waitq_remove(struct waitq *q, struct wait *w)
+{
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		q->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		q->tail = w->prev;
+	w->next = w->prev = NULL;
+	q->count--;
+}
+
+/* Unlink w from its mailbox, its conn and the timers, and free it (and
+ * a parked sender's message). */
+static void
+wait_free(struct broker *b, struct wait *w)
+{
+	struct conn *c = w->conn;
+
+	waitq_remove(w->kind == WAIT_RECV ? &w->mbox->receivers :
+	    &w->mbox->senders, w);
+	loop_timer_del(b->loop, &w->timer);
+	if (w->cprev)
+		w->cprev->cnext = w->cnext;
+	else
+		c->waits = w->cnext;
+	if (w->cnext)
+		w->cnext->cprev = w->cprev;
+	c->nwaits--;
+	free(w->msg);
+	free(w);
+}
+
+void
+wait_cancel(struct broker *b, struct wait *w)
+{
+	wait_free(b, w);
+}
+
+/* The request is answered: forget it and let its conn read again. */
+static void
+wait_finish(struct broker *b, struct wait *w)
+{
+	struct conn *c = w->conn;
+
+	wait_free(b, w);
+	conn_wait_done(c);
+}
+
+static void
+wait_expired(struct loop_timer *t)
+{
+	struct wait *w = t->data;
+	struct broker *b = w->conn->b;
+
+	b->n.err_timeout++;
+	conn_reply_error(w->conn, w->req_id, ETIMEDOUT, 0,
+	    w->kind == WAIT_RECV ? "no message in time" :
+	    "no room in the mailbox in time");
+	wait_finish(b, w);
+}
+
+static int
+wait_park(struct broker *b, struct mbox *m, struct conn *c,
+    enum wait_kind kind, uint64_t req_id, uint32_t timeout_ms)
+{
+	struct wait *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return -ENOMEM;
+	w->kind = kind;
+	w->conn = c;
+	w->mbox = m;
+	w->req_id = req_id;
+	loop_timer_init(&w->timer, wait_expired, w);
+	if (timeout_ms != WIRE_FOREVER &&
+	    loop_timer_set(b->loop, &w->timer,
+	    loop_now_ms() + timeout_ms) < 0) {
+		free(w);
+		return -ENOMEM;
+	}
+	waitq_push(kind == WAIT_RECV ? &m->receivers : &m->senders, w);
+	w->cnext = c->waits;
+	if (c->waits)
+		c->waits->cprev = w;
+	c->waits = w;
+	c->nwaits++;
+	return 0;
+}
+
+/* --- matching ----------------------------------------------------------- */
+
+static int
+mbox_has_room(const struct mbox *m, const struct msg *msg)
+{
+	return m->q.count < m->capacity &&
+	    msg->len <= m->max_bytes - m->q.bytes;
+}
+
+/* Hand msg (consumed) to receiver c. */
+static void
+mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, struct msg *msg)
+{
+	conn_reply_deliver(c, req_id, m, msg);
+	c->msgs_received++;
+	m->msgs_out++;
+	b->n.msgs_out++;
+	b->n.bytes_out += msg->len;
+	free(msg);
+}
+
+static void
+mbox_accepted(struct broker *b, struct mbox *m, struct msg *msg)
+{
+	m->msgs_in++;
+	b->n.msgs_in++;
+	b->n.bytes_in += msg->len;
+}
+
+/* Room may have come: move waiting senders' messages into the queue,
+ * in order, as far as it goes. */
+static void
+mbox_admit_senders(struct broker *b, struct mbox *m)
+{
+	struct wait *w;
+
+	while ((w = m->senders.head) != NULL && mbox_has_room(m, w->msg)) {
+		struct msg *msg = w->msg;
+
+		w->msg = NULL;
+		mbox_accepted(b, m, msg);
+		msgq_push(&m->q, msg);
+		conn_reply_sent(w->conn, w->req_id, msg->id);
+		wait_finish(b, w);
+	}
+}
+
+void
+mbox_send(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, struct msg *msg, uint32_t timeout_ms)
+{
+	struct wait *w;
+	int r;
+
+	if (m->senders.head == NULL) {
+		/* A waiting receiver means an empty queue: hand it over. */
+		while ((w = m->receivers.head) != NULL) {
+			struct conn *rc = w->conn;
+			uint64_t rid = w->req_id;
+
+			if (msg->len > w->max_len) {
+				b->n.err_msgsize++;
+				conn_reply_error(rc, rid, EMSGSIZE, msg->len,
+				    "message larger than the buffer");
+				wait_finish(b, w);
+				continue;
+			}
+			wait_finish(b, w);
+			mbox_accepted(b, m, msg);
+			conn_reply_sent(c, req_id, msg->id);
+			mbox_deliver(b, m, rc, rid, msg);
+			return;
+		}
+		if (mbox_has_room(m, msg)) {
+			mbox_accepted(b, m, msg);
+			msgq_push(&m->q, msg);
+			conn_reply_sent(c, req_id, msg->id);
+			return;
+		}
+		if (m->capacity > 0 && msg->len > m->max_bytes) {
+			b->n.err_msgsize++;
+			conn_reply_error(c, req_id, EMSGSIZE, 0,
+			    "message larger than the mailbox's byte capacity");
+			free(msg);
+			return;
+		}
+	}
+	if (timeout_ms == 0) {
+		b->n.err_full++;
+		conn_reply_error(c, req_id, EAGAIN, 0, m->capacity == 0 ?
+		    "no receiver waiting" : "mailbox full");
+		free(msg);
+		return;
+	}
+	if ((r = wait_park(b, m, c, WAIT_SEND, req_id, timeout_ms)) < 0) {
+		conn_reply_error(c, req_id, -r, 0, "out of memory");
+		free(msg);
+		return;
+	}
+	/* The wait just parked is the conn's newest. */
+	c->waits->msg = msg;
+}
+
+void
+mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms)
+{
+	struct msg *msg;
+	struct wait *w;
+	int r;
+
+	if ((msg = m->q.head) != NULL) {
+		if (msg->len > max_len) {
+			/* It stays at the head for a bigger buffer. */
+			b->n.err_msgsize++;
+			conn_reply_error(c, req_id, EMSGSIZE, msg->len,
+			    "message larger than the buffer");
+			return;
+		}
+		msgq_pop(&m->q);
+		mbox_deliver(b, m, c, req_id, msg);
+		mbox_admit_senders(b, m);
+		return;
+	}
+	if ((w = m->senders.head) != NULL) {
+		/* Rendezvous (or a message larger than any room): take it
+		 * straight from the first waiting sender. */
+		if (w->msg->len > max_len) {
+			b->n.err_msgsize++;
+			conn_reply_error(c, req_id, EMSGSIZE, w->msg->len,
+			    "message larger than the buffer");
+			return;
+		}
+		msg = w->msg;
+		w->msg = NULL;
+		mbox_accepted(b, m, msg);
+		conn_reply_sent(w->conn, w->req_id, msg->id);
+		wait_finish(b, w);
+		mbox_deliver(b, m, c, req_id, msg);
+		return;
+	}
+	if (timeout_ms == 0) {
+		conn_reply_error(c, req_id, EAGAIN, 0, "mailbox empty");
+		return;
+	}
+	if ((r = wait_park(b, m, c, WAIT_RECV, req_id, timeout_ms)) < 0) {
+		conn_reply_error(c, req_id, -r, 0, "out of memory");
+		return;
+	}
+	c->waits->max_len = max_len;
+}
+
+void
+mbox_delete(struct broker *b, struct mbox *m)
+{
+	struct mbox **pp = &b->tab[m->hash & (b->tab_size - 1)];
+	struct wait *w;
+
+	while ((w = m->receivers.head) != NULL) {
+		conn_reply_error(w->conn, w->req_id, ENOENT, 0,
+		    "mailbox deleted");
+		wait_finish(b, w);
+	}
+	while ((w = m->senders.head) != NULL) {
+		conn_reply_error(w->conn, w->req_id, ENOENT, 0,
+		    "mailbox deleted");
+		wait_finish(b, w);
+	}
+	for (; *pp != NULL; pp = &(*pp)->hnext)
+		if (*pp == m) {
+			*pp = m->hnext;
+			break;
+		}
+	b->nmbox--;
+	mbox_free(m);
+}

@@ -1,0 +1,368 @@
+/*
+ * ipcd - the libipc broker.  One thread, one epoll loop; see ipcd(8).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "ipc.h"
+#include "log.h"
+#include "mysocks.h"
+
+static void
+main_usage(FILE *f)
+{
+	fprintf(f,
+"Usage: ipcd [OPTIONS]\n"
+"The libipc broker: owns the mailboxes and passes messages between\n"
+"processes that connect to its UNIX socket.\n"
+"\n"
+"  -s, --socket PATH          listen here (default: $IPC_SOCKET, else\n"
+"                             /run/ipcd/ipcd.sock for root, else\n"
+"                             $XDG_RUNTIME_DIR/ipcd.sock, else\n"
+"                             /tmp/ipcd-UID/ipcd.sock)\n"
+"  -d, --daemon               detach once listening\n"
+"  -p, --pidfile FILE         write the broker's pid to FILE\n"
+"  -l, --log-level LEVEL      error, warn, info (default) or debug\n"
+"      --max-msg-size BYTES   largest message (default 8388608)\n"
+"      --capacity N           default mailbox capacity in messages (1024)\n"
+"      --max-bytes BYTES      default mailbox capacity in bytes (64 MiB)\n"
+"      --max-connections N    (default 4096)\n"
+"      --max-mailboxes N      (default 65536)\n"
+"      --max-mailboxes-per-uid N  (default 0: no per-uid limit)\n"
+"      --handshake-timeout MS (default 5000)\n"
+"  -h, --help                 show this help\n"
+"  -V, --version              show the version\n"
+"\n"
+"Once listening, ipcd prints 'ipcd: ready on PATH' on standard output.\n"
+"SIGTERM or SIGINT stops it: clients are told, the socket is removed.\n");
+}
+
+static int
+main_number(const char *opt, const char *s, uint64_t min, uint64_t max,
+    uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < min || v > max) {
+		fprintf(stderr, "ipcd: %s: '%s' is not a number from %llu "
+		    "to %llu\n", opt, s, (unsigned long long)min,
+		    (unsigned long long)max);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+/* Make the directory of the default socket, private to its user when it
+ * is our own (/tmp/ipcd-UID must not be someone else's). */
+static int
+main_socket_dir(const char *path)
+{
+	char dir[PATH_MAX];
+	char *slash;
+	struct stat st;
+
+	snprintf(dir, sizeof(dir), "%s", path);
+	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "ipcd: mkdir %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (stat(dir, &st) < 0) {
+		fprintf(stderr, "ipcd: %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	if (strncmp(dir, "/tmp/ipcd-", 10) == 0 && st.st_uid != getuid()) {
+		fprintf(stderr, "ipcd: %s belongs to uid %u, not to us\n",
+		    dir, (unsigned)st.st_uid);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+main_on_listen(struct loop_watch *w, uint32_t events)
+{
+	(void)events;
+	conn_accept_all(w->data);
+}
+
+static void
+main_on_signal(struct loop_watch *w, uint32_t events)
+{
+	struct broker *b = w->data;
+	struct signalfd_siginfo si;
+
+	(void)events;
+	while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+		log_info("signal %u: stopping", si.ssi_signo);
+		b->stopping = 1;
+		loop_stop(b->loop);
+	}
+}
+
+static void
+main_before_wait(void *data)
+{
+	conn_flush_all(data);
+}
+
+static int
+main_write_pidfile(const char *path)
+{
+	FILE *f = fopen(path, "we");
+
+	if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 ||
+	    fclose(f) != 0) {
+		log_error("pidfile %s: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	enum { O_MAXMSG = 256, O_CAP, O_MAXBYTES, O_MAXCONN, O_MAXMBOX,
+	    O_MAXMBOXUID, O_HELLO };
+	static const struct option opts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "daemon", no_argument, NULL, 'd' },
+		{ "pidfile", required_argument, NULL, 'p' },
+		{ "log-level", required_argument, NULL, 'l' },
+		{ "max-msg-size", required_argument, NULL, O_MAXMSG },
+		{ "capacity", required_argument, NULL, O_CAP },
+		{ "max-bytes", required_argument, NULL, O_MAXBYTES },
+		{ "max-connections", required_argument, NULL, O_MAXCONN },
+		{ "max-mailboxes", required_argument, NULL, O_MAXMBOX },
+		{ "max-mailboxes-per-uid", required_argument, NULL,
+		    O_MAXMBOXUID },
+		{ "handshake-timeout", required_argument, NULL, O_HELLO },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct broker b;
+	char path[PATH_MAX];
+	const char *socket_opt = NULL, *pidfile = NULL;
+	int daemonize = 0, c, sfd, rc = 0, ready_pipe[2] = { -1, -1 };
+	uint64_t v;
+	sigset_t mask;
+
+	memset(&b, 0, sizeof(b));
+	b.lim.max_payload = WIRE_PAYLOAD_DEFAULT;
+	b.lim.default_capacity = 1024;
+	b.lim.default_max_bytes = 64u << 20;
+	b.lim.max_connections = 4096;
+	b.lim.max_mailboxes = 65536;
+	b.lim.hello_timeout_ms = 5000;
+	while ((c = getopt_long(argc, argv, "s:dp:l:hV", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			socket_opt = optarg;
+			break;
+		case 'd':
+			daemonize = 1;
+			break;
+		case 'p':
+			pidfile = optarg;
+			break;
+		case 'l':
+			if ((c = log_parse_level(optarg)) < 0) {
+				fprintf(stderr, "ipcd: --log-level: '%s' is "
+				    "not error, warn, info or debug\n",
+				    optarg);
+				return 2;
+			}
+			log_max = (enum log_level)c;
+			break;
+		case O_MAXMSG:
+			/* The frame, payload plus overhead, must fit in the
+			 * header's u32 length. */
+			if (main_number("--max-msg-size", optarg, 1,
+			    UINT32_MAX - WIRE_OVERHEAD_MAX, &v) < 0)
+				return 2;
+			b.lim.max_payload = (uint32_t)v;
+			break;
+		case O_CAP:
+			if (main_number("--capacity", optarg, 0,
+			    UINT32_MAX - 1, &v) < 0)
+				return 2;
+			b.lim.default_capacity = (uint32_t)v;
+			break;
+		case O_MAXBYTES:
+			if (main_number("--max-bytes", optarg, 1,
+			    UINT64_MAX - 1, &v) < 0)
+				return 2;
+			b.lim.default_max_bytes = v;
+			break;
+		case O_MAXCONN:
+			if (main_number("--max-connections", optarg, 1,
+			    1u << 20, &v) < 0)
+				return 2;
+			b.lim.max_connections = (uint32_t)v;
+			break;
+		case O_MAXMBOX:
+			if (main_number("--max-mailboxes", optarg, 1,
+			    1u << 24, &v) < 0)
+				return 2;
+			b.lim.max_mailboxes = (uint32_t)v;
+			break;
+		case O_MAXMBOXUID:
+			if (main_number("--max-mailboxes-per-uid", optarg, 0,
+			    1u << 24, &v) < 0)
+				return 2;
+			b.lim.max_mailboxes_per_uid = (uint32_t)v;
+			break;
+		case O_HELLO:
+			if (main_number("--handshake-timeout", optarg, 1,
+			    3600000, &v) < 0)
+				return 2;
+			b.lim.hello_timeout_ms = (uint32_t)v;
+			break;
+		case 'h':
+			main_usage(stdout);
+			return 0;
+		case 'V':
+			printf("ipcd (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+			return 0;
+		default:
+			main_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		main_usage(stderr);
+		return 2;
+	}
+	if (socket_opt != NULL) {
+		if (strlen(socket_opt) >= sizeof(path)) {
+			fprintf(stderr, "ipcd: --socket: path too long\n");
+			return 2;
+		}
+		strcpy(path, socket_opt);
+	} else if (ipc_default_socket(path, sizeof(path)) < 0) {
+		fprintf(stderr, "ipcd: no usable socket path: %s\n",
+		    strerror(errno));
+		return 1;
+	} else if (main_socket_dir(path) < 0) {
+		return 1;
+	}
+
+	/* Signals arrive through the loop, never in the middle of it. */
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((b.listen_fd = serverSocketUnix(path)) < 0) {
+		fprintf(stderr, "ipcd: listen on %s: %s%s\n", path,
+		    strerror(errno), errno == EADDRINUSE ?
+		    " (another broker is running there)" : "");
+		return 1;
+	}
+	if (daemonize) {
+		pid_t pid;
+
+		if (pipe2(ready_pipe, O_CLOEXEC) < 0 || (pid = fork()) < 0) {
+			fprintf(stderr, "ipcd: --daemon: %s\n",
+			    strerror(errno));
+			unlink(path);
+			return 1;
+		}
+		if (pid > 0) {
+			char ok;
+
+			/* Exit once the child is serving, with its verdict. */
+			close(ready_pipe[1]);
+			if (read(ready_pipe[0], &ok, 1) != 1)
+				return 1;
+			printf("ipcd: ready on %s (pid %ld)\n", path,
+			    (long)pid);
+			return 0;
+		}
+		close(ready_pipe[0]);
+		setsid();
+		if (chdir("/") < 0) {
+			/* Harmless: we open no relative paths. */
+		}
+	}
+	if ((b.loop = loop_new()) == NULL || mbox_table_init(&b) < 0 ||
+	    nonblockSocket(b.listen_fd, 1) < 0) {
+		log_error("start: %s", strerror(errno ? errno : ENOMEM));
+		unlink(path);
+		return 1;
+	}
+	if ((sfd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+		log_error("signalfd: %s", strerror(errno));
+		unlink(path);
+		return 1;
+	}
+	b.started_ms = loop_now_ms();
+	b.started_ns = broker_wall_ns();
+	b.listen_watch = (struct loop_watch){ .fd = b.listen_fd,
+	    .cb = main_on_listen, .data = &b };
+	b.signal_watch = (struct loop_watch){ .fd = sfd,
+	    .cb = main_on_signal, .data = &b };
+	if (loop_watch_add(b.loop, &b.listen_watch, EPOLLIN) < 0 ||
+	    loop_watch_add(b.loop, &b.signal_watch, EPOLLIN) < 0) {
+		log_error("epoll: %s", strerror(errno));
+		unlink(path);
+		return 1;
+	}
+	loop_before_wait(b.loop, main_before_wait, &b);
+	if (pidfile != NULL && main_write_pidfile(pidfile) < 0) {
+		unlink(path);
+		return 1;
+	}
+	log_info("listening on %s (max message %u bytes, %u connections)",
+	    path, b.lim.max_payload, b.lim.max_connections);
+	if (daemonize) {
+		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+
+		if (write(ready_pipe[1], "1", 1) != 1) {
+			/* The parent is gone; serve anyway. */
+		}
+		close(ready_pipe[1]);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			close(null);
+		}
+	} else {
+		printf("ipcd: ready on %s\n", path);
+		fflush(stdout);
+	}
+
+	if ((rc = loop_run(b.loop)) < 0)
+		log_error("event loop: %s", strerror(-rc));
+	conn_close_all(&b, "the broker is stopping");
+	closeSocket(b.listen_fd);
+	unlink(path);
+	if (pidfile != NULL)
+		unlink(pidfile);
+	close(sfd);
+	mbox_table_free(&b);
+	loop_free(b.loop);
+	log_info("stopped");
+	return rc < 0 ? 1 : 0;
+}

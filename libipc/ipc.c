@@ -1,0 +1,654 @@
+/*
+ * ipc.c - the client side of libipc: connections to ipcd, mailboxes,
+ * send and receive.  See ipc.h and libipc(3).
+ *
+ * Each call is one request and the reply with its id; the broker does the
+ * waiting (for room, for a message, for the timeout), so the library
+ * never guesses at time itself except for an armed receive.  Internal
+ * functions return 0 or -errno; the public functions convert at the edge.
+ */
+#include "config.h"
+
+#include "ipc.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <uuid/uuid.h>
+
+#include "mysocks.h"
+#include "wire.h"
+
+/* Bytes read per read() call while no frame says it needs more. */
+#define IPC_READ_CHUNK (64u << 10)
+
+struct ipc_stash {
+	struct ipc_msg_info info;
+	uint8_t *data;
+};
+
+struct ipc_conn {
+	int fd;
+	uint64_t next_id;
+	uint32_t max_payload;
+	int broken;			/* the broker went away: ECONNRESET */
+	uint8_t *in;			/* bytes from the broker */
+	size_t in_len, in_cap, in_used;	/* in_used: the last frame's bytes */
+	uint8_t *out;			/* encode buffer */
+	size_t out_cap;
+	/* An armed receive: its request id and source, and the message
+	 * once it has come. */
+	int armed, have_stash;
+	uint64_t armed_id;
+	char armed_from[IPC_ADDR_MAX];
+	struct ipc_stash stash;
+};
+
+static int
+ipc_fail(int r)
+{
+	errno = -r;
+	return -1;
+}
+
+int
+ipc_default_socket(char *buf, size_t size)
+{
+	const char *env = getenv("IPC_SOCKET"), *xdg;
+	int n;
+
+	if (buf == NULL || size == 0)
+		return ipc_fail(-EINVAL);
+	if (env != NULL && env[0] != '\0')
+		n = snprintf(buf, size, "%s", env);
+	else if (geteuid() == 0)
+		n = snprintf(buf, size, "/run/ipcd/ipcd.sock");
+	else if ((xdg = getenv("XDG_RUNTIME_DIR")) != NULL && xdg[0] == '/')
+		n = snprintf(buf, size, "%s/ipcd.sock", xdg);
+	else
+		n = snprintf(buf, size, "/tmp/ipcd-%u/ipcd.sock",
+		    (unsigned)geteuid());
+	if (n < 0 || (size_t)n >= size)
+		return ipc_fail(-ENAMETOOLONG);
+	return n;
+}
+
+/* --- frames ------------------------------------------------------------- */
+
+static int
+ipc_write_frame(struct ipc_conn *c, struct wire_frame *f)
+{
+	size_t len = wire_encoded_len(f);
+
+	if (len == 0)
+		return -EINVAL;
+	if (len > c->out_cap) {
+		uint8_t *p = realloc(c->out, len);
+
+		if (p == NULL)
+			return -ENOMEM;
+		c->out = p;
+		c->out_cap = len;
+	}
+	if (len > INT_MAX)
+		return -EMSGSIZE;
+	wire_encode(f, c->out, c->out_cap);
+	if (writeSocket(c->fd, c->out, (int)len) != (int)len) {
+		c->broken = 1;
+		return -ECONNRESET;
+	}
+	return 0;
+}
+
+/* Wait up to timeout_ms (IPC_FOREVER: no limit) for the descriptor to be
+ * readable.  0 ready, -ETIMEDOUT, or -errno. */
+static int
+ipc_poll(struct ipc_conn *c, int timeout_ms)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN };
+	int r;
+
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -errno;
+	return r == 0 ? -ETIMEDOUT : 0;
+}
+
+/* Read the next frame into f (borrowing from c->in until the next
+ * call).  timeout_ms bounds the wait for its first byte.  Returns 0, or
+ * -ECONNRESET (broker gone), -EPROTO (a frame that does not validate),
+ * -ETIMEDOUT, -ENOMEM. */
+static int
+ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
+{
+	uint32_t max_frame = c->max_payload + WIRE_OVERHEAD_MAX;
+
+	if (c->broken)
+		return -ECONNRESET;
+	/* Drop the frame handed out last time. */
+	if (c->in_used > 0) {
+		memmove(c->in, c->in + c->in_used, c->in_len - c->in_used);
+		c->in_len -= c->in_used;
+		c->in_used = 0;
+	}
+	for (;;) {
+		long len = wire_frame_len(c->in, c->in_len, max_frame);
+		size_t want = IPC_READ_CHUNK;
+		int n, r;
+
+		if (len < 0) {
+			c->broken = 1;
+			return -EPROTO;
+		}
+		if (len > 0 && (size_t)len <= c->in_len) {
+			if (wire_decode(c->in, (size_t)len, f, NULL) < 0) {
+				c->broken = 1;
+				return -EPROTO;
+			}
+			c->in_used = (size_t)len;
+			if (f->type == WIRE_BYE) {
+				c->broken = 1;
+				return -ECONNRESET;
+			}
+			return 0;
+		}
+		if (len > 0 && (size_t)len - c->in_len > want)
+			want = (size_t)len - c->in_len;
+		if (want > c->in_cap - c->in_len) {
+			uint8_t *p = realloc(c->in, c->in_len + want);
+
+			if (p == NULL)
+				return -ENOMEM;
+			c->in = p;
+			c->in_cap = c->in_len + want;
+		}
+		if (c->in_len == 0 && timeout_ms != IPC_FOREVER &&
+		    (r = ipc_poll(c, timeout_ms)) < 0)
+			return r;
+		n = readSocket(c->fd, c->in + c->in_len,
+		    (int)(c->in_cap - c->in_len > INT_MAX ? INT_MAX :
+		    c->in_cap - c->in_len));
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			c->broken = 1;
+			return -ECONNRESET;
+		}
+		c->in_len += (size_t)n;
+	}
+}
+
+static void
+ipc_fill_info(const struct wire_deliver *d, struct ipc_msg_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->id = d->msg_id;
+	info->pid = (pid_t)d->pid;
+	info->uid = d->uid;
+	info->gid = d->gid;
+	info->len = d->payload.len;
+	info->enqueue_ns = d->enqueue_ns;
+	/* The broker's strings are bounded by WIRE_STR_MAX; longer than
+	 * an address means a broker we do not understand. */
+	wire_str_copy(d->sender, info->sender, sizeof(info->sender));
+	wire_str_copy(d->source, info->source, sizeof(info->source));
+}
+
+/* Keep the armed receive's message until the application asks. */
+static int
+ipc_stash_deliver(struct ipc_conn *c, const struct wire_frame *f)
+{
+	uint8_t *p = malloc(f->b.deliver.payload.len ?
+	    f->b.deliver.payload.len : 1);
+
+	if (p == NULL)
+		return -ENOMEM;
+	if (f->b.deliver.payload.len)
+		memcpy(p, f->b.deliver.payload.p, f->b.deliver.payload.len);
+	ipc_fill_info(&f->b.deliver, &c->stash.info);
+	c->stash.data = p;
+	c->have_stash = 1;
+	c->armed = 0;
+	return 0;
+}
+
+/* The armed receive's answer came: a message (stashed), or an error the
+ * next receive on that source reports. */
+static int
+ipc_take_armed(struct ipc_conn *c, const struct wire_frame *f)
+{
+	if (f->type == WIRE_DELIVER)
+		return ipc_stash_deliver(c, f);
+	/* An ERROR: the arm is over; the next receive asks again. */
+	c->armed = 0;
+	return 0;
+}
+
+/* Send req and read frames until the reply to it; an armed receive's
+ * answer met on the way is kept.  An ERROR reply returns -errno, with
+ * its aux in *aux_out (may be NULL). */
+static int
+ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
+    uint32_t *aux_out)
+{
+	int r;
+
+	if (c->broken)
+		return -ECONNRESET;
+	req->id = ++c->next_id;
+	if ((r = ipc_write_frame(c, req)) < 0)
+		return r;
+	for (;;) {
+		if ((r = ipc_read_frame(c, rep, IPC_FOREVER)) < 0)
+			return r;
+		if (c->armed && rep->id == c->armed_id) {
+			if ((r = ipc_take_armed(c, rep)) < 0)
+				return r;
+			continue;
+		}
+		if (rep->id != req->id)
+			continue;	/* a late answer we no longer want */
+		if (rep->type == WIRE_ERROR) {
+			if (aux_out != NULL)
+				*aux_out = rep->b.error.aux;
+			return -wire_errno(rep->b.error.code);
+		}
+		return 0;
+	}
+}
+
+/* --- connections -------------------------------------------------------- */
+
+struct ipc_conn *
+ipc_open(const char *where)
+{
+	char path[PATH_MAX];
+	struct wire_frame req = { .type = WIRE_HELLO }, rep;
+	struct ipc_conn *c;
+	int r;
+
+	if (where == NULL) {
+		if (ipc_default_socket(path, sizeof(path)) < 0)
+			return NULL;
+	} else if (strncmp(where, "unix:", 5) == 0 && where[5] != '\0' &&
+	    strlen(where + 5) < sizeof(path)) {
+		strcpy(path, where + 5);
+	} else {
+		errno = EINVAL;
+		return NULL;
+	}
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
+	/* Until WELCOME says otherwise, accept small frames only. */
+	c->max_payload = 4096;
+	if ((c->fd = connectSocketUnix(path)) < 0) {
+		r = -errno;
+		free(c);
+		errno = -r;
+		return NULL;
+	}
+	req.b.hello.magic = WIRE_MAGIC;
+	req.b.hello.version_min = WIRE_VERSION;
+	req.b.hello.version_max = WIRE_VERSION;
+	r = ipc_call(c, &req, &rep, NULL);
+	if (r == 0 && rep.type != WIRE_WELCOME)
+		r = -EPROTO;
+	if (r == 0 && rep.b.welcome.version != WIRE_VERSION)
+		r = -EPROTO;
+	if (r < 0) {
+		ipc_close(c);
+		errno = r == -ECONNRESET ? EPROTO : -r;
+		return NULL;
+	}
+	c->max_payload = rep.b.welcome.max_payload;
+	return c;
+}
+
+int
+ipc_close(struct ipc_conn *c)
+{
+	if (c == NULL)
+		return 0;
+	if (c->fd >= 0)
+		closeSocket(c->fd);
+	free(c->in);
+	free(c->out);
+	free(c->stash.data);
+	free(c);
+	return 0;
+}
+
+int
+ipc_fd(const struct ipc_conn *c)
+{
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	return c->fd;
+}
+
+/* --- mailboxes ---------------------------------------------------------- */
+
+void
+ipc_mbox_attr_init(struct ipc_mbox_attr *attr)
+{
+	if (attr == NULL)
+		return;
+	attr->capacity = -1;
+	attr->max_bytes = -1;
+	attr->mode = -1;
+	attr->exclusive = 0;
+}
+
+static void
+ipc_fill_mbox_info(const struct wire_mbox_info *w, struct ipc_mbox_info *o)
+{
+	memset(o, 0, sizeof(*o));
+	wire_str_copy(w->name, o->name, sizeof(o->name));
+	uuid_unparse_lower(w->uuid, o->uuid);
+	o->capacity = w->capacity;
+	o->max_bytes = w->max_bytes;
+	o->mode = w->mode;
+	o->uid = w->uid;
+	o->gid = w->gid;
+	o->depth = w->depth;
+	o->bytes = w->bytes;
+	o->waiting_receivers = w->waiting_receivers;
+	o->waiting_senders = w->waiting_senders;
+	o->msgs_in = w->msgs_in;
+	o->msgs_out = w->msgs_out;
+	o->created_ns = w->created_ns;
+}
+
+/* A mailbox name as requests carry it: valid, local. */
+static int
+ipc_check_name(const char *name)
+{
+	struct ipc_addr a;
+
+	if (name == NULL || ipc_addr_parse(name, &a) < 0 ||
+	    a.kind != IPC_ADDR_MAILBOX)
+		return -EINVAL;
+	if (a.host[0] != '\0')
+		return -ENOTSUP;
+	return 0;
+}
+
+int
+ipc_mbox_create(struct ipc_conn *c, const char *name,
+    const struct ipc_mbox_attr *attr, struct ipc_mbox_info *info_out)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_CREATE }, rep;
+	struct ipc_mbox_attr def;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	if (attr == NULL) {
+		ipc_mbox_attr_init(&def);
+		attr = &def;
+	}
+	if (attr->capacity < -1 || attr->capacity >= (int64_t)UINT32_MAX ||
+	    attr->max_bytes < -1 || attr->max_bytes == 0 ||
+	    (attr->mode != -1 && (attr->mode & ~0777) != 0))
+		return ipc_fail(-EINVAL);
+	req.b.create.capacity = attr->capacity < 0 ? WIRE_DEFAULT32 :
+	    (uint32_t)attr->capacity;
+	req.b.create.max_bytes = attr->max_bytes < 0 ? WIRE_DEFAULT64 :
+	    (uint64_t)attr->max_bytes;
+	req.b.create.mode = attr->mode < 0 ? WIRE_DEFAULT32 :
+	    (uint32_t)attr->mode;
+	req.b.create.flags = attr->exclusive ? WIRE_CREATE_EXCL : 0;
+	req.b.create.name = wire_str(name);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	if (rep.type != WIRE_MBOX_INFO)
+		return ipc_fail(-EPROTO);
+	if (info_out != NULL)
+		ipc_fill_mbox_info(&rep.b.info, info_out);
+	return 0;
+}
+
+int
+ipc_mbox_stat(struct ipc_conn *c, const char *name,
+    struct ipc_mbox_info *info_out)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_STAT }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	req.b.name.name = wire_str(name);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	if (rep.type != WIRE_MBOX_INFO)
+		return ipc_fail(-EPROTO);
+	if (info_out != NULL)
+		ipc_fill_mbox_info(&rep.b.info, info_out);
+	return 0;
+}
+
+int
+ipc_mbox_delete(struct ipc_conn *c, const char *name)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_DELETE }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	req.b.name.name = wire_str(name);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	return rep.type == WIRE_OK ? 0 : ipc_fail(-EPROTO);
+}
+
+/* --- messages ----------------------------------------------------------- */
+
+static uint32_t
+ipc_wire_timeout(int timeout_ms)
+{
+	return timeout_ms < 0 ? WIRE_FOREVER : (uint32_t)timeout_ms;
+}
+
+int
+ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, int timeout_ms, uint64_t *id_out)
+{
+	struct wire_frame req = { .type = WIRE_SEND }, rep;
+	struct ipc_addr a;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (to == NULL || ipc_addr_parse(to, &a) < 0 ||
+	    (buf == NULL && len > 0) || timeout_ms < IPC_FOREVER)
+		return ipc_fail(-EINVAL);
+	if (len > c->max_payload)
+		return ipc_fail(-EMSGSIZE);
+	req.b.send.timeout_ms = ipc_wire_timeout(timeout_ms);
+	req.b.send.dest = wire_str(to);
+	req.b.send.payload.p = buf;
+	req.b.send.payload.len = len;
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	if (rep.type != WIRE_SENT)
+		return ipc_fail(-EPROTO);
+	if (id_out != NULL)
+		*id_out = rep.b.sent.msg_id;
+	return 0;
+}
+
+int
+ipc_send(struct ipc_conn *c, const char *to, const void *buf, size_t len)
+{
+	return ipc_send_timed(c, to, buf, len, IPC_FOREVER, NULL);
+}
+
+/* Hand the stashed message over: into buf, or (buf_out) as it is. */
+static ssize_t
+ipc_give_stash(struct ipc_conn *c, void *buf, size_t size, void **buf_out,
+    struct ipc_msg_info *info_out)
+{
+	size_t len = c->stash.info.len;
+
+	if (buf_out == NULL && len > size) {
+		if (info_out != NULL)
+			info_out->len = len;
+		return ipc_fail(-EMSGSIZE);
+	}
+	if (info_out != NULL)
+		*info_out = c->stash.info;
+	if (buf_out != NULL) {
+		*buf_out = c->stash.data;
+	} else {
+		if (len)
+			memcpy(buf, c->stash.data, len);
+		free(c->stash.data);
+	}
+	c->stash.data = NULL;
+	c->have_stash = 0;
+	return (ssize_t)len;
+}
+
+/* Wait (up to timeout_ms) for the armed receive's answer. */
+static int
+ipc_wait_armed(struct ipc_conn *c, int timeout_ms)
+{
+	struct wire_frame f;
+	struct timespec t0;
+	int r;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (c->armed) {
+		int left = timeout_ms;
+
+		if (timeout_ms > 0) {
+			struct timespec now;
+			long long spent;
+
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			spent = (now.tv_sec - t0.tv_sec) * 1000LL +
+			    (now.tv_nsec - t0.tv_nsec) / 1000000;
+			left = spent >= timeout_ms ? 0 :
+			    (int)(timeout_ms - spent);
+		}
+		if ((r = ipc_read_frame(c, &f, left)) < 0)
+			return r == -ETIMEDOUT && timeout_ms == 0 ?
+			    -EAGAIN : r;
+		if (f.id == c->armed_id && (r = ipc_take_armed(c, &f)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+static ssize_t
+ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
+    void **buf_out, int timeout_ms, struct ipc_msg_info *info_out)
+{
+	struct wire_frame req = { .type = WIRE_RECV }, rep;
+	struct ipc_addr a;
+	uint32_t aux = 0;
+	void *p;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (from == NULL || ipc_addr_parse(from, &a) < 0 ||
+	    (buf == NULL && buf_out == NULL && size > 0) ||
+	    timeout_ms < IPC_FOREVER)
+		return ipc_fail(-EINVAL);
+	if (c->armed && strcmp(c->armed_from, from) == 0 &&
+	    (r = ipc_wait_armed(c, timeout_ms)) < 0)
+		return ipc_fail(r);
+	if (c->have_stash && strcmp(c->armed_from, from) == 0)
+		return ipc_give_stash(c, buf, size, buf_out, info_out);
+	req.b.recv.timeout_ms = ipc_wire_timeout(timeout_ms);
+	req.b.recv.max_len = buf_out != NULL ? c->max_payload :
+	    size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
+	req.b.recv.source = wire_str(from);
+	if ((r = ipc_call(c, &req, &rep, &aux)) < 0) {
+		if (r == -EMSGSIZE && info_out != NULL) {
+			memset(info_out, 0, sizeof(*info_out));
+			info_out->len = aux;
+		}
+		return ipc_fail(r);
+	}
+	if (rep.type != WIRE_DELIVER)
+		return ipc_fail(-EPROTO);
+	if (info_out != NULL)
+		ipc_fill_info(&rep.b.deliver, info_out);
+	if (buf_out != NULL) {
+		if ((p = malloc(rep.b.deliver.payload.len ?
+		    rep.b.deliver.payload.len : 1)) == NULL)
+			return ipc_fail(-ENOMEM);
+		*buf_out = p;
+	} else {
+		p = buf;
+	}
+	if (rep.b.deliver.payload.len)
+		memcpy(p, rep.b.deliver.payload.p, rep.b.deliver.payload.len);
+	return (ssize_t)rep.b.deliver.payload.len;
+}
+
+ssize_t
+ipc_recv_timed(struct ipc_conn *c, const char *from, void *buf,
+    size_t size, int timeout_ms, struct ipc_msg_info *info_out)
+{
+	return ipc_recv_any(c, from, buf, size, NULL, timeout_ms, info_out);
+}
+
+ssize_t
+ipc_recv(struct ipc_conn *c, const char *from, void *buf, size_t size,
+    struct ipc_msg_info *info_out)
+{
+	return ipc_recv_any(c, from, buf, size, NULL, IPC_FOREVER, info_out);
+}
+
+ssize_t
+ipc_recv_alloc(struct ipc_conn *c, const char *from, void **buf_out,
+    int timeout_ms, struct ipc_msg_info *info_out)
+{
+	if (buf_out == NULL)
+		return ipc_fail(-EINVAL);
+	return ipc_recv_any(c, from, NULL, 0, buf_out, timeout_ms, info_out);
+}
+
+int
+ipc_recv_arm(struct ipc_conn *c, const char *from)
+{
+	struct wire_frame req = { .type = WIRE_RECV };
+	struct ipc_addr a;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (from == NULL || ipc_addr_parse(from, &a) < 0 ||
+	    strlen(from) >= sizeof(c->armed_from))
+		return ipc_fail(-EINVAL);
+	if (c->armed || c->have_stash)
+		return ipc_fail(-EBUSY);
+	if (c->broken)
+		return ipc_fail(-ECONNRESET);
+	req.id = ++c->next_id;
+	req.b.recv.timeout_ms = WIRE_FOREVER;
+	req.b.recv.max_len = c->max_payload;
+	req.b.recv.source = wire_str(from);
+	if ((r = ipc_write_frame(c, &req)) < 0)
+		return ipc_fail(r);
+	c->armed = 1;
+	c->armed_id = req.id;
+	strcpy(c->armed_from, from);
+	return 0;
+}

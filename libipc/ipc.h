@@ -1,0 +1,228 @@
+/*
+ * libipc: message passing between cooperating processes.  See libipc(3).
+ *
+ * A process opens a connection to the broker ipcd and sends and receives
+ * messages addressed to mailboxes ("jobs": a named queue in the broker,
+ * indirect naming) or, later, to processes ("pid:1234", direct naming).
+ *
+ * Conventions: every function returns -1 (or NULL) and sets errno on
+ * failure; nothing here prints or aborts.  Timeouts are in milliseconds:
+ * IPC_FOREVER (-1) waits without limit, 0 never waits.
+ *
+ * Thread safety: a connection (struct ipc_conn) is used by one thread at a
+ * time; give each thread its own connection, or lock around every call.
+ * Distinct connections are independent.
+ */
+#ifndef IPC_H
+#define IPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define IPC_FOREVER	(-1)
+
+/* Mailbox names: 1-255 bytes of [A-Za-z0-9._-], not starting with '.'. */
+#define IPC_NAME_MAX	255
+/* Host part of a remote address: a name, IPv4, or [IPv6]. */
+#define IPC_HOST_MAX	255
+/* Longest textual address, "pid:P@host:port" or "name@[v6]:port",
+ * terminating NUL included. */
+#define IPC_ADDR_MAX	(IPC_NAME_MAX + 1 + IPC_HOST_MAX + 2 + 6 + 1)
+
+/* --- addresses ---------------------------------------------------------- */
+
+enum ipc_addr_kind {
+	IPC_ADDR_MAILBOX = 1,	/* "name", "name@host[:port]" */
+	IPC_ADDR_PID = 2,	/* "pid:P", "pid:P@host[:port]" */
+};
+
+struct ipc_addr {
+	enum ipc_addr_kind kind;
+	char name[IPC_NAME_MAX + 1];	/* IPC_ADDR_MAILBOX: the mailbox */
+	pid_t pid;			/* IPC_ADDR_PID: the process */
+	char host[IPC_HOST_MAX + 1];	/* "" on this machine; IPv6
+					 * without its brackets */
+	int port;			/* 0 when not given */
+};
+
+/*
+ * ipc_addr_parse - parse text into *out.  The one parser of addresses,
+ * used by the library, the broker and the tools.  Returns 0, or -1 with
+ * EINVAL (ipc_addr_why() says what is wrong).
+ */
+int ipc_addr_parse(const char *text, struct ipc_addr *out);
+
+/*
+ * ipc_addr_why - why text is not an address, as a short English phrase
+ * ("mailbox name longer than 255 bytes"), or NULL when it is one.
+ * The string is static.
+ */
+const char *ipc_addr_why(const char *text);
+
+/*
+ * ipc_addr_format - the canonical text of a into buf (at most size bytes
+ * with the NUL; IPC_ADDR_MAX always suffices).  Returns its length, or
+ * -1 with EINVAL (a is not valid) or ENOSPC (buf too small).
+ */
+int ipc_addr_format(const struct ipc_addr *a, char *buf, size_t size);
+
+/* --- connections -------------------------------------------------------- */
+
+struct ipc_conn;
+
+/*
+ * ipc_open - connect to a broker.  where is NULL for the default socket
+ * ($IPC_SOCKET; else /run/ipcd/ipcd.sock for root; else
+ * $XDG_RUNTIME_DIR/ipcd.sock; else /tmp/ipcd-UID/ipcd.sock), or
+ * "unix:PATH".  Returns the connection, or NULL with errno: ENOENT or
+ * ECONNREFUSED (no broker there), EPROTO (not a broker, or an
+ * incompatible one), EINVAL, ENOMEM.
+ */
+struct ipc_conn *ipc_open(const char *where);
+
+/*
+ * ipc_close - close c and free it; NULL is ignored.  Returns 0.
+ */
+int ipc_close(struct ipc_conn *c);
+
+/*
+ * ipc_fd - the connection's descriptor, for poll/epoll: readable when an
+ * armed receive (ipc_recv_arm) has a message, or when the broker closed.
+ * Do not read or write it yourself.  -1 with EBADF for NULL.
+ */
+int ipc_fd(const struct ipc_conn *c);
+
+/*
+ * ipc_default_socket - the path ipc_open(NULL) and ipcd use, into buf.
+ * Returns its length, or -1 with ENAMETOOLONG/EINVAL.
+ */
+int ipc_default_socket(char *buf, size_t size);
+
+/* --- mailboxes ---------------------------------------------------------- */
+
+/* Attributes at creation; ipc_mbox_attr_init() fills the defaults. */
+struct ipc_mbox_attr {
+	int64_t capacity;	/* messages; 0 = rendezvous; -1 = default */
+	int64_t max_bytes;	/* bytes queued; -1 = default */
+	int mode;		/* permission bits; -1 = default 0600 */
+	int exclusive;		/* non-zero: EEXIST if it exists already */
+};
+
+void ipc_mbox_attr_init(struct ipc_mbox_attr *attr);
+
+struct ipc_mbox_info {
+	char name[IPC_NAME_MAX + 1];
+	char uuid[37];			/* text form, from libuuid */
+	uint32_t capacity;		/* messages; 0 = rendezvous */
+	uint64_t max_bytes;
+	uint32_t mode;
+	uid_t uid;			/* owner */
+	gid_t gid;
+	uint32_t depth;			/* messages queued now */
+	uint64_t bytes;			/* bytes queued now */
+	uint32_t waiting_receivers;
+	uint32_t waiting_senders;
+	uint64_t msgs_in;		/* accepted since creation */
+	uint64_t msgs_out;		/* delivered since creation */
+	uint64_t created_ns;		/* CLOCK_REALTIME, nanoseconds */
+};
+
+/*
+ * ipc_mbox_create - create mailbox name (attr NULL for the defaults), or
+ * open it if it exists and attr->exclusive is 0.  info_out may be NULL.
+ * Returns 0, or -1 with EINVAL (bad name or attribute), EEXIST, ENOSPC
+ * (the broker's mailbox limit), ECONNRESET (broker gone).
+ */
+int ipc_mbox_create(struct ipc_conn *c, const char *name,
+    const struct ipc_mbox_attr *attr, struct ipc_mbox_info *info_out);
+
+/*
+ * ipc_mbox_stat - what the broker knows of mailbox name.  Also the way to
+ * "open" an existing mailbox: ENOENT when there is none.
+ */
+int ipc_mbox_stat(struct ipc_conn *c, const char *name,
+    struct ipc_mbox_info *info_out);
+
+/*
+ * ipc_mbox_delete - delete mailbox name and the messages in it; senders
+ * and receivers waiting on it fail with ENOENT.  Returns 0 or -1 (ENOENT).
+ */
+int ipc_mbox_delete(struct ipc_conn *c, const char *name);
+
+/* --- messages ----------------------------------------------------------- */
+
+/* What a receiver learns about each message, beside its bytes. */
+struct ipc_msg_info {
+	uint64_t id;			/* unique in this broker's run */
+	pid_t pid;			/* sender, from the kernel */
+	uid_t uid;
+	gid_t gid;
+	char sender[IPC_ADDR_MAX];	/* reply address: "pid:P" */
+	char source[IPC_ADDR_MAX];	/* where it was received from */
+	size_t len;			/* payload bytes */
+	uint64_t enqueue_ns;		/* CLOCK_REALTIME when accepted */
+};
+
+/*
+ * ipc_send - send len bytes to address to, waiting while the mailbox is
+ * full.  Returns 0 once the broker has accepted the message into the
+ * destination queue (for a rendezvous mailbox, once a receiver took it),
+ * or -1 with errno: ENOENT (no such mailbox), EINVAL (bad address),
+ * EMSGSIZE (over the broker's limit), ENOTSUP (remote or direct address
+ * not served yet), ECONNRESET (broker gone).
+ */
+int ipc_send(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len);
+
+/*
+ * ipc_send_timed - like ipc_send(), waiting at most timeout_ms for room:
+ * 0 never waits (EAGAIN when full), IPC_FOREVER is ipc_send().  ETIMEDOUT
+ * when the time ran out; the message was then not sent.  id_out (may be
+ * NULL) receives the message's id.
+ */
+int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, int timeout_ms, uint64_t *id_out);
+
+/*
+ * ipc_recv - receive the next message from mailbox from into buf (size
+ * bytes), waiting for one.  Returns the payload length, or -1 with errno:
+ * EMSGSIZE (buf too small: the message stays queued, and info_out->len,
+ * if info_out is given, says how much room it needs), ENOENT, EINVAL,
+ * ECONNRESET.  info_out may be NULL.
+ */
+ssize_t ipc_recv(struct ipc_conn *c, const char *from, void *buf,
+    size_t size, struct ipc_msg_info *info_out);
+
+/*
+ * ipc_recv_timed - like ipc_recv(), waiting at most timeout_ms: 0 never
+ * waits (EAGAIN when empty), IPC_FOREVER is ipc_recv().  ETIMEDOUT when
+ * the time ran out.
+ */
+ssize_t ipc_recv_timed(struct ipc_conn *c, const char *from, void *buf,
+    size_t size, int timeout_ms, struct ipc_msg_info *info_out);
+
+/*
+ * ipc_recv_alloc - like ipc_recv_timed(), into a buffer it allocates:
+ * *buf_out (free() it) holds the payload.  Returns the length.
+ */
+ssize_t ipc_recv_alloc(struct ipc_conn *c, const char *from,
+    void **buf_out, int timeout_ms, struct ipc_msg_info *info_out);
+
+/*
+ * ipc_recv_arm - ask for the next message from mailbox from without
+ * waiting for it: ipc_fd(c) turns readable once it has arrived, and the
+ * next ipc_recv*() call on from returns it at once.  One armed receive
+ * per connection: EBUSY for a second.  Returns 0 or -1 with errno.
+ */
+int ipc_recv_arm(struct ipc_conn *c, const char *from);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* IPC_H */
