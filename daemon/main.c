@@ -82,7 +82,10 @@ main_socket_dir(const char *path)
 	if ((slash = strrchr(dir, '/')) == NULL || slash == dir)
 		return 0;
 	*slash = '\0';
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+	/* The system broker's directory is for everyone to reach; a
+	 * user's own is private. */
+	if (mkdir(dir, strcmp(dir, "/run/ipcd") == 0 ? 0755 : 0700) < 0 &&
+	    errno != EEXIST) {
 		fprintf(stderr, "ipcd: mkdir %s: %s\n", dir, strerror(errno));
 		return -1;
 	}

@@ -429,7 +429,7 @@ wire_str(const char *s)
 int
 wire_str_eq(struct wire_bytes b, const char *s)
 {
-	size_t n = strlen(s);
+	size_t n = s ? strlen(s) : 0;
 
 	return b.len == n && (n == 0 || memcmp(b.p, s, n) == 0);
 }
