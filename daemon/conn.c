@@ -36,6 +36,8 @@
 #define CONN_OUT_HIGH (1u << 20)
 /* Bytes read per read() call. */
 #define CONN_READ_CHUNK (64u << 10)
+/* Buffers larger than this are freed when empty.  Picked. */
+#define CONN_KEEP_BUF (256u << 10)
 
 static void conn_on_io(struct loop_watch *w, uint32_t events);
 static void conn_process(struct conn *c);
@@ -235,10 +237,13 @@ conn_push(struct conn *c, const struct wire_frame *f)
 			while (cap < need)
 				cap *= 2;
 			if ((p = realloc(c->out, cap)) == NULL) {
+				/* Closed at the next flush: we may be in
+				 * the middle of a mailbox operation. */
 				log_error("conn %llu: out of memory for a "
 				    "reply of %zu bytes; closing",
 				    (unsigned long long)c->id, len);
-				conn_close(c);
+				c->closing = 1;
+				conn_want_flush(c);
 				return;
 			}
 			c->out = p;
@@ -348,6 +353,23 @@ conn_update_events(struct conn *c)
 		conn_close(c);
 }
 
+/* Give back buffers that a large message grew, once they are empty, so
+ * that an idle connection costs little whatever it sent before. */
+static void
+conn_trim(struct conn *c)
+{
+	if (c->in_len == 0 && c->in_cap > CONN_KEEP_BUF) {
+		free(c->in);
+		c->in = NULL;
+		c->in_cap = 0;
+	}
+	if (c->out_len == 0 && c->out_cap > CONN_KEEP_BUF) {
+		free(c->out);
+		c->out = NULL;
+		c->out_cap = 0;
+	}
+}
+
 void
 conn_wait_done(struct conn *c)
 {
@@ -368,10 +390,13 @@ conn_flush_all(struct broker *b)
 			continue;
 		if (conn_write(c) < 0)
 			continue;
-		if (c->closing && c->out_len == 0) {
+		/* The error frame was written if the socket took it; a
+		 * client that does not read is not waited for. */
+		if (c->closing) {
 			conn_close(c);
 			continue;
 		}
+		conn_trim(c);
 		/* Input held back while throttled may be processed now;
 		 * it may queue more replies (and put c back on the
 		 * list). */
@@ -778,8 +803,7 @@ conn_on_io(struct loop_watch *w, uint32_t events)
 		return;
 	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
 		conn_read(c);
-	if (c->state != CONN_DEAD && (events & EPOLLOUT))
-		conn_want_flush(c);
+	/* Write (on EPOLLOUT) and update the events before the wait. */
 	if (c->state != CONN_DEAD)
-		conn_want_flush(c);	/* events updated before the wait */
+		conn_want_flush(c);
 }

@@ -179,24 +179,33 @@ loop_timer_set(struct loop *l, struct loop_timer *t, int64_t deadline_ms)
 	return 0;
 }
 
-/* Fire every timer that is due; returns the wait for epoll (-1: none). */
-static int
+/* Fire every timer that is due. */
+static void
 loop_fire_timers(struct loop *l)
 {
 	int64_t now = loop_now_ms();
 
-	while (l->nheap > 0 && !l->stop) {
+	while (l->nheap > 0 && !l->stop && l->heap[0]->deadline_ms <= now) {
 		struct loop_timer *t = l->heap[0];
 
-		if (t->deadline_ms > now) {
-			int64_t wait = t->deadline_ms - now;
-
-			return wait > 60000 ? 60000 : (int)wait;
-		}
 		loop_timer_del(l, t);
 		t->cb(t);
 	}
-	return -1;
+}
+
+/* How long epoll may sleep: until the next timer (-1: no timer).  Taken
+ * after the before-wait hook, which may set timers itself. */
+static int
+loop_timeout(struct loop *l)
+{
+	int64_t wait;
+
+	if (l->nheap == 0)
+		return -1;
+	wait = l->heap[0]->deadline_ms - loop_now_ms();
+	if (wait < 0)
+		return 0;
+	return wait > 60000 ? 60000 : (int)wait;
 }
 
 void
@@ -213,13 +222,14 @@ loop_run(struct loop *l)
 
 	l->stop = 0;
 	while (!l->stop) {
-		int timeout = loop_fire_timers(l), n;
+		int n;
 
+		loop_fire_timers(l);
 		if (l->before_wait != NULL)
 			l->before_wait(l->before_data);
 		if (l->stop)
 			break;
-		n = epoll_wait(l->epfd, evs, LOOP_BATCH, timeout);
+		n = epoll_wait(l->epfd, evs, LOOP_BATCH, loop_timeout(l));
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

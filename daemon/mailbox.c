@@ -282,10 +282,25 @@ wait_free(struct broker *b, struct wait *w)
 	free(w);
 }
 
+static void mbox_admit_senders(struct broker *b, struct mbox *m);
+
+/* A sender that leaves the line may have held back the ones behind it
+ * (its message did not fit, theirs may). */
+static void
+wait_gone(struct broker *b, struct wait *w)
+{
+	struct mbox *m = w->mbox;
+	int was_sender = w->kind == WAIT_SEND;
+
+	wait_free(b, w);
+	if (was_sender)
+		mbox_admit_senders(b, m);
+}
+
 void
 wait_cancel(struct broker *b, struct wait *w)
 {
-	wait_free(b, w);
+	wait_gone(b, w);
 }
 
 /* The request is answered: forget it and let its conn read again. */
@@ -304,11 +319,14 @@ wait_expired(struct loop_timer *t)
 	struct wait *w = t->data;
 	struct broker *b = w->conn->b;
 
+	struct conn *c = w->conn;
+
 	b->n.err_timeout++;
-	conn_reply_error(w->conn, w->req_id, ETIMEDOUT, 0,
+	conn_reply_error(c, w->req_id, ETIMEDOUT, 0,
 	    w->kind == WAIT_RECV ? "no message in time" :
 	    "no room in the mailbox in time");
-	wait_finish(b, w);
+	wait_gone(b, w);
+	conn_wait_done(c);
 }
 
 static int
@@ -394,6 +412,15 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 	struct wait *w;
 	int r;
 
+	/* It could never fit: say so rather than wait for ever.  (A
+	 * rendezvous mailbox queues nothing, so has no byte limit.) */
+	if (m->capacity > 0 && msg->len > m->max_bytes) {
+		b->n.err_msgsize++;
+		conn_reply_error(c, req_id, EMSGSIZE, 0,
+		    "message larger than the mailbox's byte capacity");
+		free(msg);
+		return;
+	}
 	if (m->senders.head == NULL) {
 		/* A waiting receiver means an empty queue: hand it over. */
 		while ((w = m->receivers.head) != NULL) {
@@ -417,13 +444,6 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			mbox_accepted(b, m, msg);
 			msgq_push(&m->q, msg);
 			conn_reply_sent(c, req_id, msg->id);
-			return;
-		}
-		if (m->capacity > 0 && msg->len > m->max_bytes) {
-			b->n.err_msgsize++;
-			conn_reply_error(c, req_id, EMSGSIZE, 0,
-			    "message larger than the mailbox's byte capacity");
-			free(msg);
 			return;
 		}
 	}
@@ -465,8 +485,8 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		return;
 	}
 	if ((w = m->senders.head) != NULL) {
-		/* Rendezvous (or a message larger than any room): take it
-		 * straight from the first waiting sender. */
+		/* Rendezvous: take it straight from the first waiting
+		 * sender. */
 		if (w->msg->len > max_len) {
 			b->n.err_msgsize++;
 			conn_reply_error(c, req_id, EMSGSIZE, w->msg->len,

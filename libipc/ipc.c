@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -47,7 +49,28 @@ struct ipc_conn {
 	uint64_t armed_id;
 	char armed_from[IPC_ADDR_MAX];
 	struct ipc_stash stash;
+	/* What ipc_fd() hands out, made on its first call: an epoll set of
+	 * the socket and an eventfd that is signalled while a message is
+	 * stashed, since a stashed message no longer shows on the socket. */
+	int poll_fd, stash_fd;
 };
+
+/* Keep stash_fd readable exactly while a message is stashed. */
+static void
+ipc_stash_signal(struct ipc_conn *c)
+{
+	uint64_t v = 1;
+
+	if (c->stash_fd < 0)
+		return;
+	if (c->have_stash) {
+		if (write(c->stash_fd, &v, sizeof(v)) < 0) {
+			/* Counter saturated: it is readable anyway. */
+		}
+	} else if (read(c->stash_fd, &v, sizeof(v)) < 0) {
+		/* EAGAIN: it was not signalled. */
+	}
+}
 
 static int
 ipc_fail(int r)
@@ -216,6 +239,7 @@ ipc_stash_deliver(struct ipc_conn *c, const struct wire_frame *f)
 	c->stash.data = p;
 	c->have_stash = 1;
 	c->armed = 0;
+	ipc_stash_signal(c);
 	return 0;
 }
 
@@ -288,6 +312,7 @@ ipc_open(const char *where)
 		return NULL;
 	/* Until WELCOME says otherwise, accept small frames only. */
 	c->max_payload = 4096;
+	c->poll_fd = c->stash_fd = -1;
 	if ((c->fd = connectSocketUnix(path)) < 0) {
 		r = -errno;
 		free(c);
@@ -318,6 +343,10 @@ ipc_close(struct ipc_conn *c)
 		return 0;
 	if (c->fd >= 0)
 		closeSocket(c->fd);
+	if (c->poll_fd >= 0)
+		close(c->poll_fd);
+	if (c->stash_fd >= 0)
+		close(c->stash_fd);
 	free(c->in);
 	free(c->out);
 	free(c->stash.data);
@@ -326,11 +355,31 @@ ipc_close(struct ipc_conn *c)
 }
 
 int
-ipc_fd(const struct ipc_conn *c)
+ipc_fd(struct ipc_conn *c)
 {
+	struct epoll_event ev = { .events = EPOLLIN };
+	int saved;
+
 	if (c == NULL)
 		return ipc_fail(-EBADF);
-	return c->fd;
+	if (c->poll_fd >= 0)
+		return c->poll_fd;
+	if ((c->poll_fd = epoll_create1(EPOLL_CLOEXEC)) < 0)
+		return -1;
+	c->stash_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (c->stash_fd < 0 ||
+	    epoll_ctl(c->poll_fd, EPOLL_CTL_ADD, c->fd, &ev) < 0 ||
+	    epoll_ctl(c->poll_fd, EPOLL_CTL_ADD, c->stash_fd, &ev) < 0) {
+		saved = errno;
+		close(c->poll_fd);
+		if (c->stash_fd >= 0)
+			close(c->stash_fd);
+		c->poll_fd = c->stash_fd = -1;
+		errno = saved;
+		return -1;
+	}
+	ipc_stash_signal(c);
+	return c->poll_fd;
 }
 
 /* --- mailboxes ---------------------------------------------------------- */
@@ -417,19 +466,30 @@ ipc_mbox_create(struct ipc_conn *c, const char *name,
 	return 0;
 }
 
+/* A request that names one mailbox (STAT, DELETE), and its reply. */
+static int
+ipc_name_call(struct ipc_conn *c, uint16_t type, const char *name,
+    struct wire_frame *rep)
+{
+	struct wire_frame req = { .type = type };
+	int r;
+
+	if (c == NULL)
+		return -EBADF;
+	if ((r = ipc_check_name(name)) < 0)
+		return r;
+	req.b.name.name = wire_str(name);
+	return ipc_call(c, &req, rep, NULL);
+}
+
 int
 ipc_mbox_stat(struct ipc_conn *c, const char *name,
     struct ipc_mbox_info *info_out)
 {
-	struct wire_frame req = { .type = WIRE_MBOX_STAT }, rep;
+	struct wire_frame rep;
 	int r;
 
-	if (c == NULL)
-		return ipc_fail(-EBADF);
-	if ((r = ipc_check_name(name)) < 0)
-		return ipc_fail(r);
-	req.b.name.name = wire_str(name);
-	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+	if ((r = ipc_name_call(c, WIRE_MBOX_STAT, name, &rep)) < 0)
 		return ipc_fail(r);
 	if (rep.type != WIRE_MBOX_INFO)
 		return ipc_fail(-EPROTO);
@@ -441,15 +501,10 @@ ipc_mbox_stat(struct ipc_conn *c, const char *name,
 int
 ipc_mbox_delete(struct ipc_conn *c, const char *name)
 {
-	struct wire_frame req = { .type = WIRE_MBOX_DELETE }, rep;
+	struct wire_frame rep;
 	int r;
 
-	if (c == NULL)
-		return ipc_fail(-EBADF);
-	if ((r = ipc_check_name(name)) < 0)
-		return ipc_fail(r);
-	req.b.name.name = wire_str(name);
-	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+	if ((r = ipc_name_call(c, WIRE_MBOX_DELETE, name, &rep)) < 0)
 		return ipc_fail(r);
 	return rep.type == WIRE_OK ? 0 : ipc_fail(-EPROTO);
 }
@@ -519,6 +574,7 @@ ipc_give_stash(struct ipc_conn *c, void *buf, size_t size, void **buf_out,
 	}
 	c->stash.data = NULL;
 	c->have_stash = 0;
+	ipc_stash_signal(c);
 	return (ssize_t)len;
 }
 

@@ -91,11 +91,14 @@ struct ipc_conn *ipc_open(const char *where);
 int ipc_close(struct ipc_conn *c);
 
 /*
- * ipc_fd - the connection's descriptor, for poll/epoll: readable when an
- * armed receive (ipc_recv_arm) has a message, or when the broker closed.
- * Do not read or write it yourself.  -1 with EBADF for NULL.
+ * ipc_fd - a descriptor for poll/epoll: readable while an armed receive
+ * (ipc_recv_arm) has a message waiting, whichever call took it off the
+ * socket, or when the broker has something else to say (it closed).
+ * Readable means the next ipc_recv_timed(c, from, ..., 0) does not
+ * wait.  Only poll it; it stays valid until ipc_close().  Returns it, or
+ * -1 with errno (EBADF for NULL, EMFILE, ENOMEM).
  */
-int ipc_fd(const struct ipc_conn *c);
+int ipc_fd(struct ipc_conn *c);
 
 /*
  * ipc_default_socket - the path ipc_open(NULL) and ipcd use, into buf.

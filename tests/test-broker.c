@@ -78,6 +78,8 @@ struct fix {
 	int nops;
 	struct ipc_conn *conns[FIX_MAX];
 	int nconns;
+	pid_t kids[FIX_MAX];		/* 0 once reaped */
+	int nkids;
 };
 
 /* Start ipcd on dir/ipcd.sock with the extra options (NULL-terminated,
@@ -197,7 +199,8 @@ wait_parked(struct ipc_conn *c, const char *box, int receivers,
 			return -1;
 		if ((receivers < 0 ||
 		    info.waiting_receivers == (uint32_t)receivers) &&
-		    (senders < 0 || info.waiting_senders == (uint32_t)senders)) {
+		    (senders < 0 ||
+		    info.waiting_senders == (uint32_t)senders)) {
 			if (info_out != NULL)
 				*info_out = info;
 			return 0;
@@ -245,6 +248,15 @@ assert_exit_status(int status, int code)
 	assert_int_equal(WEXITSTATUS(status), code);
 }
 
+static void
+proc_close(struct test_proc *p)
+{
+	close(p->in);
+	close(p->out);
+	close(p->err);
+	p->in = p->out = p->err = -1;
+}
+
 /* Wait for a spawned program to exit by itself; its status. */
 static int
 proc_wait(struct test_proc *p)
@@ -252,24 +264,24 @@ proc_wait(struct test_proc *p)
 	int status = child_wait(p->pid);
 
 	p->pid = 0;
-	close(p->in);
-	close(p->out);
-	close(p->err);
-	p->in = p->out = p->err = -1;
+	proc_close(p);
 	return status;
 }
 
 /* A child process that opens its own connection, sends len bytes to box
- * and writes the message id to idfd (if >= 0).  Exits 0 on success. */
+ * and writes the message id to idfd (if >= 0).  Exits 0 on success.
+ * Reap it with kid_wait(); the teardown reaps it otherwise. */
 static pid_t
-child_send(const struct broker *b, const char *box, const void *buf,
-    size_t len, int timeout_ms, int idfd)
+child_send(struct fix *f, const char *box, const void *buf, size_t len,
+    int timeout_ms, int idfd)
 {
-	pid_t pid = fork();
+	pid_t pid;
 
+	assert_true(f->nkids < FIX_MAX);
+	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		struct ipc_conn *c = ipc_open(b->where);
+		struct ipc_conn *c = ipc_open(f->b.where);
 		uint64_t id = 0;
 
 		if (c == NULL)
@@ -282,7 +294,18 @@ child_send(const struct broker *b, const char *box, const void *buf,
 		ipc_close(c);
 		_exit(0);
 	}
+	f->kids[f->nkids++] = pid;
 	return pid;
+}
+
+/* child_wait() for a child of child_send(). */
+static int
+kid_wait(struct fix *f, pid_t pid)
+{
+	for (int i = 0; i < f->nkids; i++)
+		if (f->kids[i] == pid)
+			f->kids[i] = 0;
+	return child_wait(pid);
 }
 
 /* --- one call on its own thread and connection -------------------------- */
@@ -300,7 +323,7 @@ struct op {
 	ssize_t r;
 	int err;
 	struct ipc_msg_info info;
-	int done[2];		/* a byte on done[0] when the call returned */
+	int done[2];		/* a byte on done[0]: the call returned */
 	atomic_int finished;
 	int started, joined;
 };
@@ -395,7 +418,7 @@ struct good {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	uint64_t rounds, sent, received;
-	int stop, failed, joined;
+	int stop, failed, started, joined;
 	char why[200];
 };
 
@@ -461,20 +484,21 @@ good_main(void *arg)
 	return NULL;
 }
 
+/* Start the client on mailbox "good"; the teardown stops it. */
 static struct good *
 good_start(struct fix *f)
 {
 	struct good *g = calloc(1, sizeof(*g));
-	struct ipc_conn *c = fix_open(f);
 
 	assert_non_null(g);
-	snprintf(g->box, sizeof(g->box), "good");
-	box_create(c, g->box, -1, -1);
-	g->c = broker_open(&f->b);
 	pthread_mutex_init(&g->mu, NULL);
 	pthread_cond_init(&g->cv, NULL);
-	assert_int_equal(pthread_create(&g->t, NULL, good_main, g), 0);
 	f->good = g;
+	snprintf(g->box, sizeof(g->box), "good");
+	box_create(fix_open(f), g->box, -1, -1);
+	g->c = broker_open(&f->b);
+	assert_int_equal(pthread_create(&g->t, NULL, good_main, g), 0);
+	g->started = 1;
 	return g;
 }
 
@@ -511,7 +535,8 @@ good_join(struct good *g)
 	pthread_mutex_lock(&g->mu);
 	g->stop = 1;
 	pthread_mutex_unlock(&g->mu);
-	pthread_join(g->t, NULL);
+	if (g->started)
+		pthread_join(g->t, NULL);
 	g->joined = 1;
 	ipc_close(g->c);
 	g->c = NULL;
@@ -705,6 +730,9 @@ fix_teardown(void **state)
 	}
 	if (f->b.proc.pid > 0)
 		test_stop(&f->b.proc);
+	for (int i = 0; i < f->nkids; i++)
+		if (f->kids[i] > 0)
+			child_wait(f->kids[i]);
 	for (int i = 0; i < f->nops; i++)
 		op_free(f->ops[i]);
 	for (int i = 0; i < f->nconns; i++)
@@ -738,7 +766,12 @@ test_prodcons_3x2x100000_exactly_once_in_order(void **state)
 	while (test_read_line(p.out, line, sizeof(line), 300000) >= 0)
 		if (strstr(line, " received, ") != NULL)
 			snprintf(summary, sizeof(summary), "%s", line);
-	status = proc_wait(&p);
+	status = child_wait(p.pid);
+	p.pid = 0;
+	/* What it said on stderr (it has exited: EOF comes at once). */
+	while (test_read_line(p.err, line, sizeof(line), TEST_WAIT_MS) >= 0)
+		print_message("prodcons: stderr: %s\n", line);
+	proc_close(&p);
 	print_message("%s\n", summary);
 	assert_non_null(strstr(summary, "prodcons: 300000 received, 0 lost, "
 	    "0 duplicated, 0 out of order, 0 bogus; 0 failed processes"));
@@ -909,10 +942,10 @@ test_blocking_recv_wakes_on_send_with_sender_info(void **state)
 	/* Send even if the receiver was not seen parked, so that it
 	 * returns and can be joined. */
 	assert_int_equal(pipe(idpipe), 0);
-	pid = child_send(&f->b, "inbox", text, sizeof(text), TEST_WAIT_MS,
+	pid = child_send(f, "inbox", text, sizeof(text), TEST_WAIT_MS,
 	    idpipe[1]);
 	close(idpipe[1]);
-	status = child_wait(pid);
+	status = kid_wait(f, pid);
 	assert_int_equal(op_join(op), 0);
 	t1 = wall_ns();
 	assert_int_equal(parked, 0);
@@ -1134,7 +1167,9 @@ test_sender_behind_timed_out_sender_is_admitted(void **state)
 	box_create(c, "bytes", 10, 100);
 	assert_int_equal(ipc_send_timed(c, "bytes", sixty, sizeof(sixty), 0,
 	    NULL), 0);
-	a = op_start(f, OP_SEND, "bytes", big, sizeof(big), 300);
+	/* a gives up after a second: time enough for b to queue up
+	 * behind it, even on a loaded machine. */
+	a = op_start(f, OP_SEND, "bytes", big, sizeof(big), 1000);
 	parked_a = wait_parked(c, "bytes", 0, 1, NULL);
 	b = op_start(f, OP_SEND, "bytes", small, sizeof(small),
 	    TEST_WAIT_MS);
@@ -1181,13 +1216,13 @@ test_sender_behind_vanished_sender_is_admitted(void **state)
 	box_create(c, "bytes", 10, 100);
 	assert_int_equal(ipc_send_timed(c, "bytes", sixty, sizeof(sixty), 0,
 	    NULL), 0);
-	pid = child_send(&f->b, "bytes", big, sizeof(big), IPC_FOREVER, -1);
+	pid = child_send(f, "bytes", big, sizeof(big), IPC_FOREVER, -1);
 	parked_a = wait_parked(c, "bytes", 0, 1, NULL);
 	b = op_start(f, OP_SEND, "bytes", small, sizeof(small),
 	    TEST_WAIT_MS);
 	parked_b = wait_parked(c, "bytes", 0, 2, NULL);
 	kill(pid, SIGKILL);
-	status = child_wait(pid);
+	status = kid_wait(f, pid);
 	/* Until the broker has seen the close, both are parked. */
 	{
 		long long deadline = test_now_ms() + TEST_WAIT_MS;
@@ -1212,6 +1247,58 @@ test_sender_behind_vanished_sender_is_admitted(void **state)
 	assert_int_equal(after.depth, 2);
 	assert_int_equal(b->r, 0);
 	broker_stop(&f->b);
+}
+
+/* A message larger than the mailbox's max_bytes could never fit: MSGSIZE
+ * at once (protocol.md, SEND), also when another sender is waiting ahead
+ * of it, rather than AGAIN, a timeout, or a wait at the head that holds up
+ * every sender behind it. */
+static void
+test_send_over_max_bytes_is_emsgsize_behind_waiting_sender(void **state)
+{
+	struct fix *f = *state;
+	char big[50], huge[200], sixty[60];
+	struct ipc_mbox_info info = { 0 };
+	struct ipc_conn *c;
+	struct op *a;
+	int parked, r0, e0, r1, e1;
+
+	memset(big, 'B', sizeof(big));
+	memset(huge, 'H', sizeof(huge));
+	memset(sixty, '6', sizeof(sixty));
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	box_create(c, "bytes", 10, 100);
+	/* With nobody waiting, the broker says so. */
+	errno = 0;
+	assert_int_equal(ipc_send_timed(c, "bytes", huge, sizeof(huge), 0,
+	    NULL), -1);
+	assert_int_equal(errno, EMSGSIZE);
+	assert_int_equal(ipc_send_timed(c, "bytes", sixty, sizeof(sixty), 0,
+	    NULL), 0);
+	a = op_start(f, OP_SEND, "bytes", big, sizeof(big), TEST_WAIT_MS);
+	parked = wait_parked(c, "bytes", 0, 1, NULL);
+	errno = 0;
+	r0 = ipc_send_timed(c, "bytes", huge, sizeof(huge), 0, NULL);
+	e0 = errno;
+	errno = 0;
+	r1 = ipc_send_timed(c, "bytes", huge, sizeof(huge), 100, NULL);
+	e1 = errno;
+	ipc_mbox_stat(c, "bytes", &info);
+	/* Make room for the sender ahead, and join it. */
+	ipc_recv_timed(c, "bytes", sixty, sizeof(sixty), 0, NULL);
+	assert_int_equal(op_join(a), 0);
+	assert_int_equal(parked, 0);
+	if (a->r != 0)
+		fail_msg("the sender ahead: %s", strerror(a->err));
+	print_message("behind a waiting sender, %zu bytes into a mailbox of "
+	    "100: '%s' (non-blocking), '%s' (100 ms)\n", sizeof(huge),
+	    strerror(e0), strerror(e1));
+	assert_int_equal(r0, -1);
+	assert_int_equal(e0, EMSGSIZE);
+	assert_int_equal(r1, -1);
+	assert_int_equal(e1, EMSGSIZE);
+	assert_int_equal(info.waiting_senders, 1);
 }
 
 /* === 4. rendezvous ======================================================= */
@@ -1445,6 +1532,28 @@ test_raw_send_over_max_msg_size_is_emsgsize_conn_stays_open(void **state)
 }
 
 /* === 8. the broker dies ================================================= */
+
+/* SIGTERM: the broker tells its clients (BYE) and exits 0; a receive
+ * blocked in another thread fails with ECONNRESET. */
+static void
+test_broker_sigterm_fails_blocked_recv_with_econnreset(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c;
+	struct op *op;
+	int parked;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	box_create(c, "closing", -1, -1);
+	op = op_start(f, OP_RECV, "closing", NULL, 64, IPC_FOREVER);
+	parked = wait_parked(c, "closing", 1, 0, NULL);
+	broker_stop(&f->b);
+	assert_int_equal(op_join(op), 0);
+	assert_int_equal(parked, 0);
+	assert_int_equal(op->r, -1);
+	assert_int_equal(op->err, ECONNRESET);
+}
 
 static void
 test_broker_sigkill_fails_blocked_recv_with_econnreset(void **state)
@@ -1964,8 +2073,8 @@ test_bad_mailbox_names_are_einval(void **state)
 		if (ipc_send(c, bad[i], "x", 1) != -1 || errno != EINVAL)
 			fail_msg("send '%s': %s", bad[i], strerror(errno));
 		errno = 0;
-		if (ipc_recv_timed(c, bad[i], buf, sizeof(buf), 0, NULL) != -1 ||
-		    errno != EINVAL)
+		if (ipc_recv_timed(c, bad[i], buf, sizeof(buf), 0,
+		    NULL) != -1 || errno != EINVAL)
 			fail_msg("recv '%s': %s", bad[i], strerror(errno));
 	}
 	errno = 0;
@@ -2156,6 +2265,36 @@ test_recv_arm_makes_fd_readable_when_message_arrives(void **state)
 	broker_stop(&f->b);
 }
 
+/* The armed message arrives, and another call on the connection reads it
+ * off the socket (keeping it for the next receive).  The fd must still
+ * say that a message is there: an event loop waits on nothing else. */
+static void
+test_recv_arm_fd_stays_readable_when_other_call_reads_msg(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *other;
+	char buf[64];
+	int still;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	other = fix_open(f);
+	box_create(other, "ev", -1, -1);
+	assert_int_equal(ipc_recv_arm(c, "ev"), 0);
+	assert_int_equal(wait_parked(other, "ev", 1, 0, NULL), 0);
+	assert_int_equal(ipc_send(other, "ev", "event", 6), 0);
+	assert_int_equal(test_wait_readable(ipc_fd(c), TEST_WAIT_MS), 1);
+	/* Any call will do; it meets the armed DELIVER first. */
+	assert_int_equal(ipc_mbox_stat(c, "ev", NULL), 0);
+	still = test_wait_readable(ipc_fd(c), 0);
+	/* The message is kept all right. */
+	assert_int_equal(ipc_recv_timed(c, "ev", buf, sizeof(buf), 0, NULL),
+	    6);
+	assert_string_equal(buf, "event");
+	assert_int_equal(still, 1);
+	broker_stop(&f->b);
+}
+
 static void
 test_recv_arm_while_armed_is_ebusy(void **state)
 {
@@ -2192,6 +2331,7 @@ main(void)
 		T(test_timed_send_on_full_times_out_and_sends_nothing),
 		T(test_sender_behind_timed_out_sender_is_admitted),
 		T(test_sender_behind_vanished_sender_is_admitted),
+		T(test_send_over_max_bytes_is_emsgsize_behind_waiting_sender),
 		T(test_rendezvous_nonblocking_send_without_receiver_is_eagain),
 		T(test_rendezvous_send_completes_only_when_received),
 		T(test_competing_receivers_are_served_first_come_first_served),
@@ -2200,6 +2340,7 @@ main(void)
 		T(test_max_msg_size_exact_passes_one_over_is_emsgsize),
 		T(test_raw_send_over_max_msg_size_is_emsgsize_conn_stays_open),
 		T(test_broker_sigkill_fails_blocked_recv_with_econnreset),
+		T(test_broker_sigterm_fails_blocked_recv_with_econnreset),
 		T(test_garbage_bytes_get_error_and_close),
 		T(test_truncated_frame_then_close_is_harmless),
 		T(test_frame_length_over_limit_gets_error_and_close),
@@ -2222,6 +2363,7 @@ main(void)
 		T(test_ipcd_sigterm_removes_socket_file),
 		T(test_ipcd_help_exits_0_unknown_option_exits_2),
 		T(test_recv_arm_makes_fd_readable_when_message_arrives),
+		T(test_recv_arm_fd_stays_readable_when_other_call_reads_msg),
 		T(test_recv_arm_while_armed_is_ebusy),
 	};
 
