@@ -22,10 +22,21 @@
 
 struct broker;
 struct conn;
+struct proc;
 
-/* A message in the broker: one allocation, header and bytes. */
+/* What one user holds: mailboxes owned, bytes of its messages queued. */
+struct quota {
+	struct quota *next;
+	uid_t uid;
+	uint32_t mailboxes;
+	uint64_t bytes;
+};
+
+/* A message in the broker: one allocation, header and bytes.  Its bytes
+ * count against its sender's quota while it exists. */
 struct msg {
 	struct msg *next;
+	struct quota *quota;
 	uint64_t id, enqueue_ns;
 	uint32_t pid, uid, gid;
 	uint32_t len;
@@ -49,6 +60,7 @@ struct wait {
 	struct mbox *mbox;
 	uint64_t req_id;
 	uint32_t max_len;		/* WAIT_RECV */
+	uint32_t from_pid;		/* WAIT_RECV: only from it; 0 any */
 	struct msg *msg;		/* WAIT_SEND, owned */
 	struct loop_timer timer;
 };
@@ -58,8 +70,11 @@ struct waitq {
 	uint32_t count;
 };
 
+/* A mailbox, or a process's direct queue (owner set; not in the name
+ * table; name "pid:P"). */
 struct mbox {
 	struct mbox *hnext;		/* hash chain */
+	struct proc *owner;		/* direct queue of this process */
 	char *name;
 	uint32_t hash;
 	uuid_t uuid;
@@ -82,6 +97,8 @@ struct conn {
 	uint64_t id;
 	enum conn_state state;
 	struct ucred cred;
+	struct proc *proc;		/* from HELLO on */
+	struct conn *pnext;		/* the proc's conns */
 	char comm[17];
 	uint8_t *in;			/* bytes read, not yet a whole frame */
 	size_t in_len, in_cap;
@@ -103,14 +120,32 @@ struct broker_limits {
 	uint64_t default_max_bytes;
 	uint32_t max_connections;
 	uint32_t max_mailboxes;
-	uint32_t max_mailboxes_per_uid;
+	uint32_t max_mailboxes_per_uid;	/* 0: no limit */
+	uint64_t max_bytes_per_uid;	/* queued; 0: no limit */
 	uint32_t hello_timeout_ms;
+	uint32_t direct_wait_ms;	/* for a pid to connect */
+};
+
+/* A connected process (or one that messages wait for): its direct queue
+ * and how the broker knows it is the same process instance. */
+struct proc {
+	struct proc *hnext;
+	struct broker *b;
+	pid_t pid;
+	uint64_t start;			/* starttime, /proc/P/stat field 22 */
+	int pidfd;			/* -1 when the kernel gave none */
+	struct loop_watch watch;	/* pidfd readable: it exited */
+	struct conn *conns;
+	uint32_t nconns;
+	int dying;
+	struct mbox q;
 };
 
 struct broker_counters {
 	uint64_t conns_total, msgs_in, msgs_out, bytes_in, bytes_out;
 	uint64_t err_proto, err_full, err_timeout, err_nomailbox;
-	uint64_t err_msgsize, err_refused;
+	uint64_t err_msgsize, err_refused, err_access, err_quota;
+	uint64_t err_nosuchproc, dropped_proc_gone, dropped_mbox_deleted;
 };
 
 struct broker {
@@ -121,6 +156,10 @@ struct broker {
 	size_t tab_size, nmbox;
 	struct conn *conns;
 	uint32_t nconns;
+	struct proc **procs;		/* hash table of processes, by pid */
+	size_t procs_size, nprocs;
+	struct proc *dead_procs;	/* freed before the next wait */
+	struct quota **quotas;
 	struct conn *flushq;		/* conns with replies to write */
 	struct conn *dead;		/* closed, freed before the next wait */
 	uint64_t next_conn_id, next_msg_id;
@@ -135,7 +174,47 @@ struct broker {
 /* Wall-clock nanoseconds, for enqueue and creation times. */
 uint64_t broker_wall_ns(void);
 
+/* --- quota.c ------------------------------------------------------------ */
+
+/* The record of uid (made on first use), or NULL when out of memory. */
+struct quota *quota_get(struct broker *b, uid_t uid);
+void quota_free_all(struct broker *b);
+/* A message of len bytes from sender from, charged to its uid.  NULL
+ * with *err -EDQUOT (over the uid's byte quota) or -ENOMEM. */
+struct msg *msg_new(struct broker *b, const struct ucred *from, size_t len,
+    int *err);
+void msg_free(struct msg *msg);
+
+/* --- proc.c ------------------------------------------------------------- */
+
+int proc_table_init(struct broker *b);
+void proc_table_free(struct broker *b);
+/* Tie c (after its handshake) to its process, made on first sight.
+ * 0 or -ENOMEM/-ESRCH. */
+int proc_attach(struct broker *b, struct conn *c);
+/* c goes: the process goes with its last connection. */
+void proc_detach(struct broker *b, struct conn *c);
+/* The queue to send to pid: of a connected process, or of a living one
+ * that messages wait for.  NULL with -ESRCH (no such process) or
+ * -ENOMEM. */
+struct proc *proc_for_send(struct broker *b, pid_t pid, int *err);
+/* A process nobody is connected for and no sender waits for is
+ * forgotten. */
+void proc_release_if_idle(struct broker *b, struct proc *p);
+/* Free the procs destroyed this round (the before-wait hook). */
+void proc_reap(struct broker *b);
+
 /* --- mailbox.c ---------------------------------------------------------- */
+
+/* Set up and free a queue that is not in the name table (a proc's). */
+int mbox_init_queue(struct broker *b, struct mbox *m, const char *name,
+    struct proc *owner);
+void mbox_fini_queue(struct broker *b, struct mbox *m, int err,
+    const char *why);
+/* Does cred have access (4 read, 2 write) to m by its mode? */
+int mbox_may(const struct mbox *m, const struct ucred *cred, unsigned bit);
+/* Waiting senders may fit now (a process connected, one left). */
+void mbox_admit_senders(struct broker *b, struct mbox *m);
 
 int mbox_table_init(struct broker *b);
 void mbox_table_free(struct broker *b);
@@ -153,9 +232,11 @@ void mbox_info(const struct mbox *m, struct wire_mbox_info *out);
  * parked until room comes or timeout_ms passes. */
 void mbox_send(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg, uint32_t timeout_ms);
-/* Receive from m for c: answered now (DELIVER or an error), or parked. */
+/* Receive from m for c (from_pid: only what that process sent; 0: any):
+ * answered now (DELIVER or an error), or parked. */
 void mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
-    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms);
+    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
+    uint32_t from_pid);
 /* Forget a parked request without answering it (its conn went away). */
 void wait_cancel(struct broker *b, struct wait *w);
 

@@ -177,6 +177,7 @@ conn_close(struct conn *c)
 	    (int)c->cred.pid);
 	while (c->waits != NULL)
 		wait_cancel(b, c->waits);
+	proc_detach(b, c);
 	loop_timer_del(b->loop, &c->hello_timer);
 	loop_watch_del(b->loop, &c->watch);
 	closeSocket(c->watch.fd);
@@ -444,6 +445,7 @@ static void
 conn_on_hello(struct conn *c, const struct wire_frame *f)
 {
 	struct wire_frame w = { .type = WIRE_WELCOME, .id = f->id };
+	int r;
 
 	if (f->type != WIRE_HELLO) {
 		conn_violation(c, f->id, EPROTO, "first frame is not HELLO");
@@ -459,6 +461,11 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 		    "no protocol version in common");
 		return;
 	}
+	if ((r = proc_attach(c->b, c)) < 0) {
+		conn_violation(c, f->id, -r, r == -ENOMEM ? "out of memory" :
+		    "cannot tell which process this is");
+		return;
+	}
 	loop_timer_del(c->b->loop, &c->hello_timer);
 	c->state = CONN_READY;
 	w.b.welcome.version = WIRE_VERSION;
@@ -470,14 +477,22 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 	conn_push(c, &w);
 }
 
-/* Resolve a mailbox address in a request.  NULL with the error replied
- * when there is none. */
+/* What a request may do to a mailbox, by its mode. */
+enum conn_access { ACCESS_NONE = 0, ACCESS_WRITE = 2, ACCESS_READ = 4 };
+
+/* Resolve an address in a request: a mailbox (checked against access),
+ * or for a send "pid:P" (the process's queue).  NULL with the error
+ * replied when there is none. */
 static struct mbox *
-conn_lookup(struct conn *c, uint64_t req_id, struct wire_bytes text)
+conn_resolve(struct conn *c, uint64_t req_id, struct wire_bytes text,
+    enum conn_access access)
 {
+	struct broker *b = c->b;
 	char buf[IPC_ADDR_MAX];
 	struct ipc_addr a;
+	struct proc *p;
 	struct mbox *m;
+	int err = 0;
 
 	if (wire_str_copy(text, buf, sizeof(buf)) < 0 ||
 	    ipc_addr_parse(buf, &a) < 0) {
@@ -485,15 +500,54 @@ conn_lookup(struct conn *c, uint64_t req_id, struct wire_bytes text)
 		    ipc_addr_why(buf) ? ipc_addr_why(buf) : "bad address");
 		return NULL;
 	}
-	if (a.kind != IPC_ADDR_MAILBOX || a.host[0] != '\0') {
-		conn_reply_error(c, req_id, ENOTSUP, 0, a.host[0] ?
-		    "remote addresses are not served yet" :
-		    "direct (pid:) addresses are not served yet");
+	if (a.host[0] != '\0') {
+		conn_reply_error(c, req_id, ENOTSUP, 0,
+		    "remote addresses are not served yet");
 		return NULL;
 	}
-	if ((m = mbox_find(c->b, a.name, strlen(a.name))) == NULL) {
-		c->b->n.err_nomailbox++;
+	if (a.kind == IPC_ADDR_PID) {
+		/* Anyone may send to a process; only it receives. */
+		if (access != ACCESS_WRITE) {
+			b->n.err_access++;
+			conn_reply_error(c, req_id, EACCES, 0,
+			    "only the process itself reads its queue");
+			return NULL;
+		}
+		if ((p = proc_for_send(b, a.pid, &err)) == NULL) {
+			b->n.err_nosuchproc++;
+			conn_reply_error(c, req_id, -err, 0, err == -ESRCH ?
+			    "no such process" : "out of memory");
+			return NULL;
+		}
+		return &p->q;
+	}
+	if ((m = mbox_find(b, a.name, strlen(a.name))) == NULL) {
+		b->n.err_nomailbox++;
 		conn_reply_error(c, req_id, ENOENT, 0, "no such mailbox");
+		return NULL;
+	}
+	if (access != ACCESS_NONE && !mbox_may(m, &c->cred, access)) {
+		b->n.err_access++;
+		conn_reply_error(c, req_id, EACCES, 0, access == ACCESS_READ ?
+		    "the mailbox's mode forbids receiving" :
+		    "the mailbox's mode forbids sending");
+		return NULL;
+	}
+	return m;
+}
+
+/* Only the owner or root may change or delete a mailbox. */
+static struct mbox *
+conn_resolve_owned(struct conn *c, uint64_t req_id, struct wire_bytes name)
+{
+	/* (pid: addresses are refused for anything but sending.) */
+	struct mbox *m = conn_resolve(c, req_id, name, ACCESS_NONE);
+
+	if (m != NULL && c->cred.uid != 0 && c->cred.uid != m->uid) {
+		c->b->n.err_access++;
+		conn_reply_error(c, req_id, EACCES, 0,
+		    "only the owner or root may do that");
+		return NULL;
 	}
 	return m;
 }
@@ -505,6 +559,7 @@ conn_on_send(struct conn *c, const struct wire_frame *f)
 	struct broker *b = c->b;
 	struct msg *msg;
 	struct mbox *m;
+	int err;
 
 	if (s->flags != 0) {
 		conn_reply_error(c, f->id, EINVAL, 0, "unknown SEND flags");
@@ -516,37 +571,60 @@ conn_on_send(struct conn *c, const struct wire_frame *f)
 		    "message over the broker's size limit");
 		return;
 	}
-	if ((m = conn_lookup(c, f->id, s->dest)) == NULL)
+	if ((m = conn_resolve(c, f->id, s->dest, ACCESS_WRITE)) == NULL)
 		return;
-	if ((msg = malloc(sizeof(*msg) + s->payload.len)) == NULL) {
-		conn_reply_error(c, f->id, ENOMEM, 0, "out of memory");
+	if ((msg = msg_new(b, &c->cred, s->payload.len, &err)) == NULL) {
+		if (err == -EDQUOT)
+			b->n.err_quota++;
+		conn_reply_error(c, f->id, -err, 0, err == -EDQUOT ?
+		    "your quota of queued bytes is used up" :
+		    "out of memory");
+		if (m->owner != NULL)
+			proc_release_if_idle(b, m->owner);
 		return;
 	}
-	msg->next = NULL;
-	msg->id = ++b->next_msg_id;
-	msg->enqueue_ns = broker_wall_ns();
-	msg->pid = (uint32_t)c->cred.pid;
-	msg->uid = c->cred.uid;
-	msg->gid = c->cred.gid;
-	msg->len = (uint32_t)s->payload.len;
 	if (msg->len)
 		memcpy(msg->data, s->payload.p, msg->len);
 	c->msgs_sent++;
 	mbox_send(b, m, c, f->id, msg, s->timeout_ms);
+	/* A process that was only looked up for this send is not kept. */
+	if (m->owner != NULL)
+		proc_release_if_idle(b, m->owner);
 }
 
 static void
 conn_on_recv(struct conn *c, const struct wire_frame *f)
 {
+	uint32_t from = 0;
 	struct mbox *m;
 
 	if (f->b.recv.flags != 0) {
 		conn_reply_error(c, f->id, EINVAL, 0, "unknown RECV flags");
 		return;
 	}
-	if ((m = conn_lookup(c, f->id, f->b.recv.source)) == NULL)
+	if (f->b.recv.source.len == 0) {
+		/* The caller's own direct queue, any sender. */
+		m = &c->proc->q;
+	} else if (f->b.recv.source.len > 4 &&
+	    memcmp(f->b.recv.source.p, "pid:", 4) == 0) {
+		/* Selective: what process Q sent to the caller. */
+		char buf[IPC_ADDR_MAX];
+		struct ipc_addr a;
+
+		if (wire_str_copy(f->b.recv.source, buf, sizeof(buf)) < 0 ||
+		    ipc_addr_parse(buf, &a) < 0 || a.host[0] != '\0') {
+			conn_reply_error(c, f->id, EINVAL, 0,
+			    "bad sender address");
+			return;
+		}
+		m = &c->proc->q;
+		from = (uint32_t)a.pid;
+	} else if ((m = conn_resolve(c, f->id, f->b.recv.source,
+	    ACCESS_READ)) == NULL) {
 		return;
-	mbox_recv(c->b, m, c, f->id, f->b.recv.max_len, f->b.recv.timeout_ms);
+	}
+	mbox_recv(c->b, m, c, f->id, f->b.recv.max_len, f->b.recv.timeout_ms,
+	    from);
 }
 
 static void
@@ -574,18 +652,63 @@ conn_on_create(struct conn *c, const struct wire_frame *f)
 static void
 conn_on_delete(struct conn *c, const struct wire_frame *f)
 {
-	struct mbox *m = conn_lookup(c, f->id, f->b.name.name);
+	struct mbox *m = conn_resolve_owned(c, f->id, f->b.name.name);
 
 	if (m == NULL)
 		return;
-	if (c->cred.uid != 0 && c->cred.uid != m->uid) {
-		conn_reply_error(c, f->id, EACCES, 0,
-		    "only the owner or root may delete a mailbox");
-		return;
-	}
 	log_debug("conn %llu: deleted mailbox %s", (unsigned long long)c->id,
 	    m->name);
 	mbox_delete(c->b, m);
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_chmod(struct conn *c, const struct wire_frame *f)
+{
+	struct mbox *m;
+
+	if ((f->b.chmod.mode & ~0777u) != 0) {
+		conn_reply_error(c, f->id, EINVAL, 0, "mode beyond 0777");
+		return;
+	}
+	if ((m = conn_resolve_owned(c, f->id, f->b.chmod.name)) == NULL)
+		return;
+	m->mode = f->b.chmod.mode;
+	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_chown(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_mbox_chown *r = &f->b.chown;
+	struct quota *from, *to;
+	struct mbox *m;
+
+	if ((m = conn_resolve_owned(c, f->id, r->name)) == NULL)
+		return;
+	/* As chown(2): giving a mailbox to another user is root's; the
+	 * owner may change the group to its own. */
+	if (c->cred.uid != 0 && ((r->uid != WIRE_DEFAULT32 &&
+	    r->uid != m->uid) || (r->gid != WIRE_DEFAULT32 &&
+	    r->gid != c->cred.gid))) {
+		c->b->n.err_access++;
+		conn_reply_error(c, f->id, EACCES, 0,
+		    "only root may give a mailbox away");
+		return;
+	}
+	if (r->uid != WIRE_DEFAULT32 && r->uid != m->uid) {
+		if ((from = quota_get(c->b, m->uid)) == NULL ||
+		    (to = quota_get(c->b, r->uid)) == NULL) {
+			conn_reply_error(c, f->id, ENOMEM, 0, "out of memory");
+			return;
+		}
+		if (from->mailboxes > 0)
+			from->mailboxes--;
+		to->mailboxes++;
+		m->uid = r->uid;
+	}
+	if (r->gid != WIRE_DEFAULT32)
+		m->gid = r->gid;
 	conn_reply_ok(c, f->id);
 }
 
@@ -603,7 +726,7 @@ conn_on_list(struct conn *c, const struct wire_frame *f)
 static void
 conn_on_peek(struct conn *c, const struct wire_frame *f)
 {
-	struct mbox *m = conn_lookup(c, f->id, f->b.peek.name);
+	struct mbox *m = conn_resolve(c, f->id, f->b.peek.name, ACCESS_READ);
 	uint32_t n = 0;
 
 	if (m == NULL)
@@ -652,6 +775,12 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "errors_timeout", b->n.err_timeout },
 		{ "errors_no_mailbox", b->n.err_nomailbox },
 		{ "errors_msgsize", b->n.err_msgsize },
+		{ "errors_access", b->n.err_access },
+		{ "errors_quota", b->n.err_quota },
+		{ "errors_no_process", b->n.err_nosuchproc },
+		{ "processes", b->nprocs },
+		{ "dropped_process_gone", b->n.dropped_proc_gone },
+		{ "dropped_mailbox_deleted", b->n.dropped_mbox_deleted },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -682,7 +811,8 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 		conn_on_create(c, f);
 		break;
 	case WIRE_MBOX_STAT: {
-		struct mbox *m = conn_lookup(c, f->id, f->b.name.name);
+		struct mbox *m = conn_resolve(c, f->id, f->b.name.name,
+		    ACCESS_NONE);
 
 		if (m != NULL)
 			conn_reply_info(c, f->id, m);
@@ -690,6 +820,12 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 	}
 	case WIRE_MBOX_DELETE:
 		conn_on_delete(c, f);
+		break;
+	case WIRE_MBOX_CHMOD:
+		conn_on_chmod(c, f);
+		break;
+	case WIRE_MBOX_CHOWN:
+		conn_on_chown(c, f);
 		break;
 	case WIRE_MBOX_LIST:
 		conn_on_list(c, f);

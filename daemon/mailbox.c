@@ -55,7 +55,7 @@ mbox_free(struct mbox *m)
 		return;
 	for (msg = m->q.head; msg != NULL; msg = next) {
 		next = msg->next;
-		free(msg);
+		msg_free(msg);
 	}
 	free(m->name);
 	free(m);
@@ -113,17 +113,6 @@ mbox_table_grow(struct broker *b)
 	b->tab_size = size;
 }
 
-static uint32_t
-mbox_count_owned(struct broker *b, uid_t uid)
-{
-	uint32_t n = 0;
-
-	for (size_t i = 0; i < b->tab_size; i++)
-		for (struct mbox *m = b->tab[i]; m != NULL; m = m->hnext)
-			n += m->uid == uid;
-	return n;
-}
-
 int
 mbox_create(struct broker *b, struct conn *c,
     const struct wire_mbox_create *req, struct mbox **m_out,
@@ -131,6 +120,7 @@ mbox_create(struct broker *b, struct conn *c,
 {
 	char name[IPC_NAME_MAX + 1];
 	struct ipc_addr addr;
+	struct quota *q;
 	struct mbox *m;
 	size_t slot;
 
@@ -151,10 +141,10 @@ mbox_create(struct broker *b, struct conn *c,
 	}
 	if (b->nmbox >= b->lim.max_mailboxes)
 		return -ENOSPC;
-	/* Counting is O(mailboxes), paid only on create, only with a
-	 * per-uid limit set. */
+	if ((q = quota_get(b, c->cred.uid)) == NULL)
+		return -ENOMEM;
 	if (b->lim.max_mailboxes_per_uid != 0 &&
-	    mbox_count_owned(b, c->cred.uid) >= b->lim.max_mailboxes_per_uid)
+	    q->mailboxes >= b->lim.max_mailboxes_per_uid)
 		return -EDQUOT;
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return -ENOMEM;
@@ -172,6 +162,7 @@ mbox_create(struct broker *b, struct conn *c,
 	m->uid = c->cred.uid;
 	m->gid = c->cred.gid;
 	m->created_ns = broker_wall_ns();
+	q->mailboxes++;
 	slot = m->hash & (b->tab_size - 1);
 	m->hnext = b->tab[slot];
 	b->tab[slot] = m;
@@ -278,11 +269,9 @@ wait_free(struct broker *b, struct wait *w)
 	if (w->cnext)
 		w->cnext->cprev = w->cprev;
 	c->nwaits--;
-	free(w->msg);
+	msg_free(w->msg);
 	free(w);
 }
-
-static void mbox_admit_senders(struct broker *b, struct mbox *m);
 
 /* A sender that leaves the line may have held back the ones behind it
  * (its message did not fit, theirs may). */
@@ -295,6 +284,8 @@ wait_gone(struct broker *b, struct wait *w)
 	wait_free(b, w);
 	if (was_sender)
 		mbox_admit_senders(b, m);
+	if (m->owner != NULL)
+		proc_release_if_idle(b, m->owner);
 }
 
 void
@@ -320,11 +311,18 @@ wait_expired(struct loop_timer *t)
 	struct broker *b = w->conn->b;
 
 	struct conn *c = w->conn;
+	struct proc *p = w->mbox->owner;
 
-	b->n.err_timeout++;
-	conn_reply_error(c, w->req_id, ETIMEDOUT, 0,
-	    w->kind == WAIT_RECV ? "no message in time" :
-	    "no room in the mailbox in time");
+	if (p != NULL && p->nconns == 0 && w->kind == WAIT_SEND) {
+		b->n.err_nosuchproc++;
+		conn_reply_error(c, w->req_id, ESRCH, 0,
+		    "the process did not connect in time");
+	} else {
+		b->n.err_timeout++;
+		conn_reply_error(c, w->req_id, ETIMEDOUT, 0,
+		    w->kind == WAIT_RECV ? "no message in time" :
+		    "no room in the queue in time");
+	}
 	wait_gone(b, w);
 	conn_wait_done(c);
 }
@@ -359,11 +357,33 @@ wait_park(struct broker *b, struct mbox *m, struct conn *c,
 
 /* --- matching ----------------------------------------------------------- */
 
+int
+mbox_may(const struct mbox *m, const struct ucred *cred, unsigned bit)
+{
+	if (cred->uid == 0)
+		return 1;
+	if (cred->uid == m->uid)
+		return (m->mode & (bit << 6)) != 0;
+	if (cred->gid == m->gid)
+		return (m->mode & (bit << 3)) != 0;
+	return (m->mode & bit) != 0;
+}
+
 static int
 mbox_has_room(const struct mbox *m, const struct msg *msg)
 {
+	/* A process that has not connected yet takes nothing: its senders
+	 * wait for it (or for their deadline). */
+	if (m->owner != NULL && m->owner->nconns == 0)
+		return 0;
 	return m->q.count < m->capacity &&
 	    msg->len <= m->max_bytes - m->q.bytes;
+}
+
+static int
+mbox_matches(uint32_t from_pid, const struct msg *msg)
+{
+	return from_pid == 0 || msg->pid == from_pid;
 }
 
 /* Hand msg (consumed) to receiver c. */
@@ -376,7 +396,7 @@ mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
 	m->msgs_out++;
 	b->n.msgs_out++;
 	b->n.bytes_out += msg->len;
-	free(msg);
+	msg_free(msg);
 }
 
 static void
@@ -387,9 +407,7 @@ mbox_accepted(struct broker *b, struct mbox *m, struct msg *msg)
 	b->n.bytes_in += msg->len;
 }
 
-/* Room may have come: move waiting senders' messages into the queue,
- * in order, as far as it goes. */
-static void
+void
 mbox_admit_senders(struct broker *b, struct mbox *m)
 {
 	struct wait *w;
@@ -409,7 +427,8 @@ void
 mbox_send(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg, uint32_t timeout_ms)
 {
-	struct wait *w;
+	int unconnected = m->owner != NULL && m->owner->nconns == 0;
+	struct wait *w, *next;
 	int r;
 
 	/* It could never fit: say so rather than wait for ever.  (A
@@ -417,16 +436,20 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 	if (m->capacity > 0 && msg->len > m->max_bytes) {
 		b->n.err_msgsize++;
 		conn_reply_error(c, req_id, EMSGSIZE, 0,
-		    "message larger than the mailbox's byte capacity");
-		free(msg);
+		    "message larger than the queue's byte capacity");
+		msg_free(msg);
 		return;
 	}
 	if (m->senders.head == NULL) {
-		/* A waiting receiver means an empty queue: hand it over. */
-		while ((w = m->receivers.head) != NULL) {
+		/* A receiver waiting for what this is: hand it over (no
+		 * queued message matched it, or it would not wait). */
+		for (w = m->receivers.head; w != NULL; w = next) {
 			struct conn *rc = w->conn;
 			uint64_t rid = w->req_id;
 
+			next = w->next;
+			if (!mbox_matches(w->from_pid, msg))
+				continue;
 			if (msg->len > w->max_len) {
 				b->n.err_msgsize++;
 				conn_reply_error(rc, rid, EMSGSIZE, msg->len,
@@ -447,46 +470,94 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			return;
 		}
 	}
-	if (timeout_ms == 0) {
+	if (unconnected) {
+		/* Wait for the process to connect, within the bound. */
+		if (timeout_ms == 0) {
+			b->n.err_nosuchproc++;
+			conn_reply_error(c, req_id, ESRCH, 0,
+			    "the process is not connected");
+			msg_free(msg);
+			return;
+		}
+		if (timeout_ms > b->lim.direct_wait_ms)
+			timeout_ms = b->lim.direct_wait_ms;
+	} else if (timeout_ms == 0) {
 		b->n.err_full++;
 		conn_reply_error(c, req_id, EAGAIN, 0, m->capacity == 0 ?
-		    "no receiver waiting" : "mailbox full");
-		free(msg);
+		    "no receiver waiting" : "queue full");
+		msg_free(msg);
 		return;
 	}
 	if ((r = wait_park(b, m, c, WAIT_SEND, req_id, timeout_ms)) < 0) {
 		conn_reply_error(c, req_id, -r, 0, "out of memory");
-		free(msg);
+		msg_free(msg);
 		return;
 	}
 	/* The wait just parked is the conn's newest. */
 	c->waits->msg = msg;
 }
 
+/* The first queued message that from_pid selects, and the one before it
+ * (NULL at the head).  Selective receive scans; receive-any takes the
+ * head at once. */
+static struct msg *
+mbox_find_msg(struct mbox *m, uint32_t from_pid, struct msg **prev_out)
+{
+	struct msg *prev = NULL, *msg;
+
+	for (msg = m->q.head; msg != NULL; prev = msg, msg = msg->next)
+		if (mbox_matches(from_pid, msg))
+			break;
+	*prev_out = prev;
+	return msg;
+}
+
+static void
+msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg)
+{
+	if (prev == NULL) {
+		msgq_pop(q);
+		return;
+	}
+	prev->next = msg->next;
+	if (q->tail == msg)
+		q->tail = prev;
+	q->count--;
+	q->bytes -= msg->len;
+	msg->next = NULL;
+}
+
 void
 mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
-    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms)
+    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
+    uint32_t from_pid)
 {
-	struct msg *msg;
+	struct msg *msg, *prev;
 	struct wait *w;
 	int r;
 
-	if ((msg = m->q.head) != NULL) {
+	if ((msg = mbox_find_msg(m, from_pid, &prev)) != NULL) {
 		if (msg->len > max_len) {
-			/* It stays at the head for a bigger buffer. */
+			/* It stays where it is for a bigger buffer. */
 			b->n.err_msgsize++;
 			conn_reply_error(c, req_id, EMSGSIZE, msg->len,
 			    "message larger than the buffer");
 			return;
 		}
-		msgq_pop(&m->q);
+		msgq_unlink(&m->q, prev, msg);
 		mbox_deliver(b, m, c, req_id, msg);
 		mbox_admit_senders(b, m);
 		return;
 	}
-	if ((w = m->senders.head) != NULL) {
-		/* Rendezvous: take it straight from the first waiting
-		 * sender. */
+	/* Nothing queued for us: the first waiting sender with a message
+	 * for us hands it over (rendezvous; or the queue is full of other
+	 * senders' messages, and this one's order is kept since none of
+	 * its messages is queued). */
+	for (w = m->senders.head; w != NULL; w = w->next) {
+		if (!mbox_matches(from_pid, w->msg))
+			continue;
+		if (m->owner != NULL && m->owner->nconns == 0)
+			break;
 		if (w->msg->len > max_len) {
 			b->n.err_msgsize++;
 			conn_reply_error(c, req_id, EMSGSIZE, w->msg->len,
@@ -502,7 +573,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		return;
 	}
 	if (timeout_ms == 0) {
-		conn_reply_error(c, req_id, EAGAIN, 0, "mailbox empty");
+		conn_reply_error(c, req_id, EAGAIN, 0, "nothing to receive");
 		return;
 	}
 	if ((r = wait_park(b, m, c, WAIT_RECV, req_id, timeout_ms)) < 0) {
@@ -510,29 +581,66 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		return;
 	}
 	c->waits->max_len = max_len;
+	c->waits->from_pid = from_pid;
+}
+
+int
+mbox_init_queue(struct broker *b, struct mbox *m, const char *name,
+    struct proc *owner)
+{
+	memset(m, 0, sizeof(*m));
+	if ((m->name = strdup(name)) == NULL)
+		return -ENOMEM;
+	m->owner = owner;
+	uuid_generate(m->uuid);
+	m->capacity = b->lim.default_capacity ? b->lim.default_capacity : 1;
+	m->max_bytes = b->lim.default_max_bytes;
+	m->mode = 0600;
+	m->created_ns = broker_wall_ns();
+	return 0;
+}
+
+void
+mbox_fini_queue(struct broker *b, struct mbox *m, int err, const char *why)
+{
+	struct msg *msg;
+	struct wait *w;
+
+	while ((w = m->receivers.head) != NULL) {
+		conn_reply_error(w->conn, w->req_id, err, 0, why);
+		wait_finish(b, w);
+	}
+	while ((w = m->senders.head) != NULL) {
+		conn_reply_error(w->conn, w->req_id, err, 0, why);
+		wait_finish(b, w);
+	}
+	/* Accepted, never received: counted, never silent.  (Reporting
+	 * each to its sender comes with acknowledgements.) */
+	while ((msg = msgq_pop(&m->q)) != NULL) {
+		if (m->owner != NULL)
+			b->n.dropped_proc_gone++;
+		else
+			b->n.dropped_mbox_deleted++;
+		msg_free(msg);
+	}
+	free(m->name);
+	m->name = NULL;
 }
 
 void
 mbox_delete(struct broker *b, struct mbox *m)
 {
 	struct mbox **pp = &b->tab[m->hash & (b->tab_size - 1)];
-	struct wait *w;
+	struct quota *q = quota_get(b, m->uid);
 
-	while ((w = m->receivers.head) != NULL) {
-		conn_reply_error(w->conn, w->req_id, ENOENT, 0,
-		    "mailbox deleted");
-		wait_finish(b, w);
-	}
-	while ((w = m->senders.head) != NULL) {
-		conn_reply_error(w->conn, w->req_id, ENOENT, 0,
-		    "mailbox deleted");
-		wait_finish(b, w);
-	}
+	mbox_fini_queue(b, m, ENOENT, "mailbox deleted");
 	for (; *pp != NULL; pp = &(*pp)->hnext)
 		if (*pp == m) {
 			*pp = m->hnext;
 			break;
 		}
+	if (q != NULL && q->mailboxes > 0)
+		q->mailboxes--;
 	b->nmbox--;
-	mbox_free(m);
+	free(m);
 }

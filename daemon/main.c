@@ -42,7 +42,11 @@ main_usage(FILE *f)
 "      --max-connections N    (default 4096)\n"
 "      --max-mailboxes N      (default 65536)\n"
 "      --max-mailboxes-per-uid N  (default 0: no per-uid limit)\n"
+"      --max-bytes-per-uid BYTES  queued messages a user may have sent\n"
+"                             (default 0: no per-uid limit)\n"
 "      --handshake-timeout MS (default 5000)\n"
+"      --direct-wait MS       how long a message to pid:P waits for a\n"
+"                             living process to connect (default 1000)\n"
 "  -h, --help                 show this help\n"
 "  -V, --version              show the version\n"
 "\n"
@@ -126,6 +130,7 @@ static void
 main_before_wait(void *data)
 {
 	conn_flush_all(data);
+	proc_reap(data);
 }
 
 static int
@@ -145,7 +150,7 @@ int
 main(int argc, char **argv)
 {
 	enum { O_MAXMSG = 256, O_CAP, O_MAXBYTES, O_MAXCONN, O_MAXMBOX,
-	    O_MAXMBOXUID, O_HELLO };
+	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -158,7 +163,10 @@ main(int argc, char **argv)
 		{ "max-mailboxes", required_argument, NULL, O_MAXMBOX },
 		{ "max-mailboxes-per-uid", required_argument, NULL,
 		    O_MAXMBOXUID },
+		{ "max-bytes-per-uid", required_argument, NULL,
+		    O_MAXBYTESUID },
 		{ "handshake-timeout", required_argument, NULL, O_HELLO },
+		{ "direct-wait", required_argument, NULL, O_DIRECTWAIT },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -177,6 +185,7 @@ main(int argc, char **argv)
 	b.lim.max_connections = 4096;
 	b.lim.max_mailboxes = 65536;
 	b.lim.hello_timeout_ms = 5000;
+	b.lim.direct_wait_ms = 1000;
 	while ((c = getopt_long(argc, argv, "s:dp:l:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -234,6 +243,18 @@ main(int argc, char **argv)
 			    1u << 24, &v) < 0)
 				return 2;
 			b.lim.max_mailboxes_per_uid = (uint32_t)v;
+			break;
+		case O_MAXBYTESUID:
+			if (main_number("--max-bytes-per-uid", optarg, 0,
+			    UINT64_MAX - 1, &v) < 0)
+				return 2;
+			b.lim.max_bytes_per_uid = v;
+			break;
+		case O_DIRECTWAIT:
+			if (main_number("--direct-wait", optarg, 0,
+			    3600000, &v) < 0)
+				return 2;
+			b.lim.direct_wait_ms = (uint32_t)v;
 			break;
 		case O_HELLO:
 			if (main_number("--handshake-timeout", optarg, 1,
@@ -310,6 +331,7 @@ main(int argc, char **argv)
 		}
 	}
 	if ((b.loop = loop_new()) == NULL || mbox_table_init(&b) < 0 ||
+	    proc_table_init(&b) < 0 ||
 	    nonblockSocket(b.listen_fd, 1) < 0) {
 		log_error("start: %s", strerror(errno ? errno : ENOMEM));
 		unlink(path);
@@ -364,7 +386,9 @@ main(int argc, char **argv)
 	if (pidfile != NULL)
 		unlink(pidfile);
 	close(sfd);
+	proc_table_free(&b);
 	mbox_table_free(&b);
+	quota_free_all(&b);
 	loop_free(b.loop);
 	log_info("stopped");
 	return rc < 0 ? 1 : 0;

@@ -38,6 +38,7 @@ struct ipc_conn {
 	int fd;
 	uint64_t next_id;
 	uint32_t max_payload;
+	pid_t pid;			/* ours, as the broker sees it */
 	int broken;			/* the broker went away: ECONNRESET */
 	uint8_t *in;			/* bytes from the broker */
 	size_t in_len, in_cap, in_used;	/* in_used: the last frame's bytes */
@@ -333,6 +334,7 @@ ipc_open(const char *where)
 		return NULL;
 	}
 	c->max_payload = rep.b.welcome.max_payload;
+	c->pid = (pid_t)rep.b.welcome.pid;
 	return c;
 }
 
@@ -380,6 +382,14 @@ ipc_fd(struct ipc_conn *c)
 	}
 	ipc_stash_signal(c);
 	return c->poll_fd;
+}
+
+pid_t
+ipc_pid(const struct ipc_conn *c)
+{
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	return c->pid;
 }
 
 /* --- mailboxes ---------------------------------------------------------- */
@@ -496,6 +506,45 @@ ipc_mbox_stat(struct ipc_conn *c, const char *name,
 	if (info_out != NULL)
 		ipc_fill_mbox_info(&rep.b.info, info_out);
 	return 0;
+}
+
+int
+ipc_mbox_chmod(struct ipc_conn *c, const char *name, int mode)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_CHMOD }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	if (mode < 0 || (mode & ~0777) != 0)
+		return ipc_fail(-EINVAL);
+	req.b.chmod.mode = (uint32_t)mode;
+	req.b.chmod.name = wire_str(name);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	return rep.type == WIRE_OK ? 0 : ipc_fail(-EPROTO);
+}
+
+int
+ipc_mbox_chown(struct ipc_conn *c, const char *name, uid_t uid, gid_t gid)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_CHOWN }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	/* (uid_t)-1 and (gid_t)-1 leave it, as chown(2); on the wire that
+	 * is WIRE_DEFAULT32. */
+	req.b.chown.uid = uid == (uid_t)-1 ? WIRE_DEFAULT32 : (uint32_t)uid;
+	req.b.chown.gid = gid == (gid_t)-1 ? WIRE_DEFAULT32 : (uint32_t)gid;
+	req.b.chown.name = wire_str(name);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	return rep.type == WIRE_OK ? 0 : ipc_fail(-EPROTO);
 }
 
 int
@@ -621,8 +670,13 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
-	if (from == NULL || ipc_addr_parse(from, &a) < 0 ||
-	    (buf == NULL && buf_out == NULL && size > 0) ||
+	/* NULL: the caller's own direct queue, from anyone ("" on the
+	 * wire). */
+	if (from == NULL)
+		from = "";
+	else if (ipc_addr_parse(from, &a) < 0)
+		return ipc_fail(-EINVAL);
+	if ((buf == NULL && buf_out == NULL && size > 0) ||
 	    timeout_ms < IPC_FOREVER)
 		return ipc_fail(-EINVAL);
 	if (c->armed && strcmp(c->armed_from, from) == 0 &&
@@ -690,7 +744,9 @@ ipc_recv_arm(struct ipc_conn *c, const char *from)
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
-	if (from == NULL || ipc_addr_parse(from, &a) < 0 ||
+	if (from == NULL)
+		from = "";
+	else if (ipc_addr_parse(from, &a) < 0 ||
 	    strlen(from) >= sizeof(c->armed_from))
 		return ipc_fail(-EINVAL);
 	if (c->armed || c->have_stash)

@@ -101,6 +101,12 @@ int ipc_close(struct ipc_conn *c);
 int ipc_fd(struct ipc_conn *c);
 
 /*
+ * ipc_pid - this process's pid as the broker knows it (its direct queue
+ * is "pid:" that), or -1 with EBADF.
+ */
+pid_t ipc_pid(const struct ipc_conn *c);
+
+/*
  * ipc_default_socket - the path ipc_open(NULL) and ipcd use, into buf.
  * Returns its length, or -1 with ENAMETOOLONG/EINVAL.
  */
@@ -157,6 +163,17 @@ int ipc_mbox_stat(struct ipc_conn *c, const char *name,
  */
 int ipc_mbox_delete(struct ipc_conn *c, const char *name);
 
+/*
+ * ipc_mbox_chmod - set the mailbox's mode (read = receive, write = send,
+ * for owner, group, others, as a file's).  ipc_mbox_chown - give it to
+ * uid and gid ((uid_t)-1, (gid_t)-1: unchanged); only root gives a
+ * mailbox to another user.  Owner or root only: EACCES for others.
+ * Return 0 or -1 with errno (EACCES, ENOENT, EINVAL).
+ */
+int ipc_mbox_chmod(struct ipc_conn *c, const char *name, int mode);
+int ipc_mbox_chown(struct ipc_conn *c, const char *name, uid_t uid,
+    gid_t gid);
+
 /* --- messages ----------------------------------------------------------- */
 
 /* What a receiver learns about each message, beside its bytes. */
@@ -172,12 +189,15 @@ struct ipc_msg_info {
 };
 
 /*
- * ipc_send - send len bytes to address to, waiting while the mailbox is
- * full.  Returns 0 once the broker has accepted the message into the
- * destination queue (for a rendezvous mailbox, once a receiver took it),
- * or -1 with errno: ENOENT (no such mailbox), EINVAL (bad address),
- * EMSGSIZE (over the broker's limit), ENOTSUP (remote or direct address
- * not served yet), ECONNRESET (broker gone).
+ * ipc_send - send len bytes to address to (a mailbox, or "pid:P" for
+ * process P's direct queue), waiting while the queue is full.  Returns 0
+ * once the broker has accepted the message into the destination queue
+ * (for a rendezvous mailbox, once a receiver took it), or -1 with errno:
+ * ENOENT (no such mailbox), ESRCH (no such process, or it did not
+ * connect within the broker's --direct-wait), EACCES (the mailbox's
+ * mode), EDQUOT (your queued-bytes quota), EINVAL (bad address),
+ * EMSGSIZE (over the broker's limit), ENOTSUP (remote address, not
+ * served yet), ECONNRESET (broker gone).
  */
 int ipc_send(struct ipc_conn *c, const char *to, const void *buf,
     size_t len);
@@ -192,8 +212,11 @@ int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
     size_t len, int timeout_ms, uint64_t *id_out);
 
 /*
- * ipc_recv - receive the next message from mailbox from into buf (size
- * bytes), waiting for one.  Returns the payload length, or -1 with errno:
+ * ipc_recv - receive the next message into buf (size bytes), waiting for
+ * one.  from is a mailbox; or NULL for this process's direct queue
+ * ("pid:" its own pid), from any sender; or "pid:Q" for the next message
+ * process Q sent to this process (selective receive: the others stay, in
+ * their order).  Returns the payload length, or -1 with errno:
  * EMSGSIZE (buf too small: the message stays queued, and info_out->len,
  * if info_out is given, says how much room it needs), ENOENT, EINVAL,
  * ECONNRESET.  info_out may be NULL.

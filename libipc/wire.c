@@ -49,6 +49,11 @@ static const struct wire_field wire_f_create[] = {
 	F(WK_STR, create.name), END };
 static const struct wire_field wire_f_name[] = {
 	F(WK_STR, name.name), END };
+static const struct wire_field wire_f_chmod[] = {
+	F(WK_U32, chmod.mode), F(WK_STR, chmod.name), END };
+static const struct wire_field wire_f_chown[] = {
+	F(WK_U32, chown.uid), F(WK_U32, chown.gid), F(WK_STR, chown.name),
+	END };
 static const struct wire_field wire_f_info[] = {
 	F(WK_UUID, info.uuid), F(WK_U32, info.capacity),
 	F(WK_U32, info.mode), F(WK_U64, info.max_bytes),
@@ -102,6 +107,8 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_MBOX_DELETE, "MBOX_DELETE", wire_f_name },
 	{ WIRE_MBOX_LIST, "MBOX_LIST", wire_f_none },
 	{ WIRE_MBOX_INFO, "MBOX_INFO", wire_f_info },
+	{ WIRE_MBOX_CHMOD, "MBOX_CHMOD", wire_f_chmod },
+	{ WIRE_MBOX_CHOWN, "MBOX_CHOWN", wire_f_chown },
 	{ WIRE_SEND, "SEND", wire_f_send },
 	{ WIRE_SENT, "SENT", wire_f_sent },
 	{ WIRE_RECV, "RECV", wire_f_recv },

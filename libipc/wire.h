@@ -49,6 +49,8 @@ enum wire_type {
 	WIRE_MBOX_DELETE = 0x12,	/* -> OK */
 	WIRE_MBOX_LIST = 0x13,		/* -> MBOX_INFO..., OK */
 	WIRE_MBOX_INFO = 0x14,
+	WIRE_MBOX_CHMOD = 0x15,		/* -> OK */
+	WIRE_MBOX_CHOWN = 0x16,		/* -> OK */
 	/* messages */
 	WIRE_SEND = 0x20,		/* -> SENT */
 	WIRE_SENT = 0x21,
@@ -126,6 +128,16 @@ struct wire_name {
 	struct wire_bytes name;
 };
 
+struct wire_mbox_chmod {
+	uint32_t mode;
+	struct wire_bytes name;
+};
+
+struct wire_mbox_chown {
+	uint32_t uid, gid;		/* WIRE_DEFAULT32: leave as it is */
+	struct wire_bytes name;
+};
+
 struct wire_mbox_info {
 	uint8_t uuid[16];
 	uint32_t capacity, mode;
@@ -139,7 +151,8 @@ struct wire_mbox_info {
 struct wire_send {
 	uint32_t timeout_ms;		/* 0: never wait; WIRE_FOREVER */
 	uint32_t flags;			/* none defined yet: must be 0 */
-	struct wire_bytes dest;		/* an address, ipc_addr_parse() */
+	struct wire_bytes dest;		/* an address, ipc_addr_parse():
+					 * a mailbox or "pid:P" */
 	struct wire_bytes payload;
 };
 
@@ -151,7 +164,10 @@ struct wire_recv {
 	uint32_t timeout_ms;
 	uint32_t flags;			/* none defined yet: must be 0 */
 	uint32_t max_len;		/* largest payload the client takes */
-	struct wire_bytes source;
+	struct wire_bytes source;	/* a mailbox; "" for the caller's
+					 * own direct queue, any sender;
+					 * "pid:Q" for the messages Q sent
+					 * to it (selective receive) */
 };
 
 struct wire_deliver {
@@ -191,6 +207,8 @@ struct wire_frame {
 		struct wire_mbox_create create;
 		struct wire_name name;
 		struct wire_mbox_info info;
+		struct wire_mbox_chmod chmod;
+		struct wire_mbox_chown chown;
 		struct wire_send send;
 		struct wire_sent sent;
 		struct wire_recv recv;

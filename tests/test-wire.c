@@ -32,7 +32,7 @@
 static const uint16_t all_types[] = {
 	WIRE_HELLO, WIRE_WELCOME, WIRE_ERROR, WIRE_OK, WIRE_BYE,
 	WIRE_MBOX_CREATE, WIRE_MBOX_STAT, WIRE_MBOX_DELETE, WIRE_MBOX_LIST,
-	WIRE_MBOX_INFO, WIRE_SEND, WIRE_SENT, WIRE_RECV, WIRE_DELIVER,
+	WIRE_MBOX_INFO, WIRE_MBOX_CHMOD, WIRE_MBOX_CHOWN, WIRE_SEND, WIRE_SENT, WIRE_RECV, WIRE_DELIVER,
 	WIRE_PEEK, WIRE_CLIENTS, WIRE_CLIENT_INFO, WIRE_COUNTERS,
 	WIRE_COUNTER,
 };
@@ -121,6 +121,15 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.create.flags = WIRE_CREATE_EXCL;
 		f->b.create.name = wire_str("jobs.queue-1");
 		break;
+	case WIRE_MBOX_CHMOD:
+		f->b.chmod.mode = 0640;
+		f->b.chmod.name = wire_str("shared.box");
+		break;
+	case WIRE_MBOX_CHOWN:
+		f->b.chown.uid = 0x01020304;
+		f->b.chown.gid = WIRE_DEFAULT32;
+		f->b.chown.name = wire_str("owned-box");
+		break;
 	case WIRE_MBOX_STAT:
 	case WIRE_MBOX_DELETE:
 		f->b.name.name = wire_str("telemetry_2");
@@ -208,6 +217,12 @@ frame_strings(struct wire_frame *f, struct wire_bytes *out[2])
 		return 1;
 	case WIRE_MBOX_CREATE:
 		out[0] = &f->b.create.name;
+		return 1;
+	case WIRE_MBOX_CHMOD:
+		out[0] = &f->b.chmod.name;
+		return 1;
+	case WIRE_MBOX_CHOWN:
+		out[0] = &f->b.chown.name;
 		return 1;
 	case WIRE_MBOX_STAT:
 	case WIRE_MBOX_DELETE:
@@ -302,6 +317,15 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		    b->b.create.max_bytes);
 		assert_int_equal(a->b.create.flags, b->b.create.flags);
 		assert_bytes_equal(a->b.create.name, b->b.create.name);
+		break;
+	case WIRE_MBOX_CHMOD:
+		assert_int_equal(a->b.chmod.mode, b->b.chmod.mode);
+		assert_bytes_equal(a->b.chmod.name, b->b.chmod.name);
+		break;
+	case WIRE_MBOX_CHOWN:
+		assert_int_equal(a->b.chown.uid, b->b.chown.uid);
+		assert_int_equal(a->b.chown.gid, b->b.chown.gid);
+		assert_bytes_equal(a->b.chown.name, b->b.chown.name);
 		break;
 	case WIRE_MBOX_STAT:
 	case WIRE_MBOX_DELETE:
@@ -714,6 +738,20 @@ test_round_trip_mbox_info(void **state)
 {
 	(void)state;
 	round_trip_sample(WIRE_MBOX_INFO);
+}
+
+static void
+test_round_trip_mbox_chmod(void **state)
+{
+	(void)state;
+	round_trip_sample(WIRE_MBOX_CHMOD);
+}
+
+static void
+test_round_trip_mbox_chown(void **state)
+{
+	(void)state;
+	round_trip_sample(WIRE_MBOX_CHOWN);
 }
 
 static void
@@ -1320,6 +1358,7 @@ test_encoded_len_of_empty_bodies_matches_layout(void **state)
 		{ WIRE_OK, 16 }, { WIRE_BYE, 22 }, { WIRE_MBOX_CREATE, 38 },
 		{ WIRE_MBOX_STAT, 18 }, { WIRE_MBOX_DELETE, 18 },
 		{ WIRE_MBOX_LIST, 16 }, { WIRE_MBOX_INFO, 106 },
+		{ WIRE_MBOX_CHMOD, 22 }, { WIRE_MBOX_CHOWN, 26 },
 		{ WIRE_SEND, 26 }, { WIRE_SENT, 24 }, { WIRE_RECV, 30 },
 		{ WIRE_DELIVER, 52 }, { WIRE_PEEK, 22 },
 		{ WIRE_CLIENTS, 16 }, { WIRE_CLIENT_INFO, 66 },
@@ -1735,7 +1774,8 @@ test_type_name_of_every_type(void **state)
 {
 	static const char *want[] = {
 		"HELLO", "WELCOME", "ERROR", "OK", "BYE", "MBOX_CREATE",
-		"MBOX_STAT", "MBOX_DELETE", "MBOX_LIST", "MBOX_INFO", "SEND",
+		"MBOX_STAT", "MBOX_DELETE", "MBOX_LIST", "MBOX_INFO",
+		"MBOX_CHMOD", "MBOX_CHOWN", "SEND",
 		"SENT", "RECV", "DELIVER", "PEEK", "CLIENTS", "CLIENT_INFO",
 		"COUNTERS", "COUNTER",
 	};
@@ -1779,6 +1819,8 @@ main(void)
 		cmocka_unit_test(test_round_trip_mbox_delete),
 		cmocka_unit_test(test_round_trip_mbox_list),
 		cmocka_unit_test(test_round_trip_mbox_info),
+		cmocka_unit_test(test_round_trip_mbox_chmod),
+		cmocka_unit_test(test_round_trip_mbox_chown),
 		cmocka_unit_test(test_round_trip_send),
 		cmocka_unit_test(test_round_trip_sent),
 		cmocka_unit_test(test_round_trip_recv),
