@@ -35,13 +35,20 @@ struct quota {
 /* A message in the broker: one allocation, header and bytes.  Its bytes
  * count against its sender's quota while it exists. */
 struct msg {
-	struct msg *next;
+	struct msg *next;		/* in a queue, or a conn's unacked */
 	struct quota *quota;
+	struct mbox *home;		/* unacked: where it goes back to;
+					 * NULL once that is deleted */
 	uint64_t id, enqueue_ns;
+	uint64_t sender_conn, sender_req;	/* where failures go */
 	uint32_t pid, uid, gid;
+	uint32_t flags;			/* MSG_* */
 	uint32_t len;
 	uint8_t data[];
 };
+
+#define MSG_REDELIVERED	0x1u	/* = WIRE_DELIVER_REDELIVERED */
+#define MSG_ASYNC	0x2u	/* its sender wants no SENT */
 
 struct msgq {
 	struct msg *head, *tail;
@@ -87,6 +94,7 @@ struct mbox {
 	struct waitq receivers;		/* parked RECVs; only while q empty */
 	struct waitq senders;		/* parked SENDs, in arrival order */
 	uint64_t msgs_in, msgs_out, created_ns;
+	uint32_t unacked;		/* its messages held by receivers */
 };
 
 enum conn_state { CONN_HELLO, CONN_READY, CONN_DEAD };
@@ -106,6 +114,9 @@ struct conn {
 	size_t out_off, out_len, out_cap;
 	struct wait *waits;		/* parked requests of this conn */
 	uint32_t nwaits;
+	struct msg *unacked;		/* delivered, not acked; newest
+					 * first */
+	uint32_t nunacked;
 	int want_flush;			/* on the broker's flush list */
 	int closing;			/* error sent: close after flush */
 	struct conn *next, *prev;	/* the broker's list */
@@ -146,6 +157,7 @@ struct broker_counters {
 	uint64_t err_proto, err_full, err_timeout, err_nomailbox;
 	uint64_t err_msgsize, err_refused, err_access, err_quota;
 	uint64_t err_nosuchproc, dropped_proc_gone, dropped_mbox_deleted;
+	uint64_t redelivered, failures_reported, acks;
 };
 
 struct broker {
@@ -203,6 +215,8 @@ struct proc *proc_for_send(struct broker *b, pid_t pid, int *err);
 void proc_release_if_idle(struct broker *b, struct proc *p);
 /* Free the procs destroyed this round (the before-wait hook). */
 void proc_reap(struct broker *b);
+/* The connection with this id of process pid, or NULL. */
+struct conn *proc_conn_by_id(struct broker *b, pid_t pid, uint64_t id);
 
 /* --- mailbox.c ---------------------------------------------------------- */
 
@@ -239,6 +253,13 @@ void mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
     uint32_t from_pid);
 /* Forget a parked request without answering it (its conn went away). */
 void wait_cancel(struct broker *b, struct wait *w);
+/* A receiver acknowledged msg: it leaves the books. */
+void mbox_acked(struct msg *msg);
+/* A receiver went away holding msg unacked: back to the head of its
+ * queue, for the next receiver (or reported lost if the queue is gone). */
+void mbox_requeue(struct broker *b, struct msg *msg);
+/* The mailbox is going: its unacked messages lose their way home. */
+void mbox_forget_unacked(struct broker *b, struct mbox *m);
 
 /* --- conn.c ------------------------------------------------------------- */
 
@@ -248,7 +269,12 @@ void conn_accept_all(struct broker *b);
  * a closed conn are dropped. */
 void conn_reply_error(struct conn *c, uint64_t req_id, int err,
     uint32_t aux, const char *text);
-void conn_reply_sent(struct conn *c, uint64_t req_id, uint64_t msg_id);
+/* SENT for msg, unless its sender asked for none (async). */
+void conn_reply_sent(struct conn *c, uint64_t req_id, const struct msg *msg);
+/* Tell msg's sender, if still connected, that msg was lost after all;
+ * counted either way. */
+void conn_report_failure(struct broker *b, const struct msg *msg, int err,
+    const char *why);
 void conn_reply_deliver(struct conn *c, uint64_t req_id,
     const struct mbox *m, const struct msg *msg);
 /* A parked request of c finished: c may read again. */

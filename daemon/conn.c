@@ -177,12 +177,22 @@ conn_close(struct conn *c)
 	    (int)c->cred.pid);
 	while (c->waits != NULL)
 		wait_cancel(b, c->waits);
+	/* Dead from here on: nothing more is handed to it.  What it was
+	 * handed but never acknowledged goes back, newest first, so the
+	 * oldest ends at the head of its queue. */
+	c->state = CONN_DEAD;
+	while (c->unacked != NULL) {
+		struct msg *msg = c->unacked;
+
+		c->unacked = msg->next;
+		c->nunacked--;
+		mbox_requeue(b, msg);
+	}
 	proc_detach(b, c);
 	loop_timer_del(b->loop, &c->hello_timer);
 	loop_watch_del(b->loop, &c->watch);
 	closeSocket(c->watch.fd);
 	c->watch.fd = -1;
-	c->state = CONN_DEAD;
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -269,11 +279,30 @@ conn_reply_error(struct conn *c, uint64_t req_id, int err, uint32_t aux,
 }
 
 void
-conn_reply_sent(struct conn *c, uint64_t req_id, uint64_t msg_id)
+conn_reply_sent(struct conn *c, uint64_t req_id, const struct msg *msg)
 {
 	struct wire_frame f = { .type = WIRE_SENT, .id = req_id };
 
-	f.b.sent.msg_id = msg_id;
+	if (msg->flags & MSG_ASYNC)
+		return;
+	f.b.sent.msg_id = msg->id;
+	conn_push(c, &f);
+}
+
+void
+conn_report_failure(struct broker *b, const struct msg *msg, int err,
+    const char *why)
+{
+	struct wire_frame f = { .type = WIRE_FAILED, .id = msg->sender_req };
+	struct conn *c = proc_conn_by_id(b, (pid_t)msg->pid,
+	    msg->sender_conn);
+
+	b->n.failures_reported++;
+	if (c == NULL)
+		return;		/* the sender is gone too */
+	f.b.failed.msg_id = msg->id;
+	f.b.failed.code = wire_code(err);
+	f.b.failed.text = wire_str(why);
 	conn_push(c, &f);
 }
 
@@ -290,6 +319,7 @@ conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
 	f.b.deliver.pid = msg->pid;
 	f.b.deliver.uid = msg->uid;
 	f.b.deliver.gid = msg->gid;
+	f.b.deliver.flags = msg->flags & MSG_REDELIVERED;
 	f.b.deliver.sender = wire_str(sender);
 	f.b.deliver.source = wire_str(m->name);
 	f.b.deliver.payload.p = msg->data;
@@ -561,7 +591,7 @@ conn_on_send(struct conn *c, const struct wire_frame *f)
 	struct mbox *m;
 	int err;
 
-	if (s->flags != 0) {
+	if ((s->flags & ~WIRE_SEND_ASYNC) != 0) {
 		conn_reply_error(c, f->id, EINVAL, 0, "unknown SEND flags");
 		return;
 	}
@@ -585,8 +615,15 @@ conn_on_send(struct conn *c, const struct wire_frame *f)
 	}
 	if (msg->len)
 		memcpy(msg->data, s->payload.p, msg->len);
+	msg->sender_conn = c->id;
+	msg->sender_req = f->id;
+	if (s->flags & WIRE_SEND_ASYNC)
+		msg->flags |= MSG_ASYNC;
 	c->msgs_sent++;
-	mbox_send(b, m, c, f->id, msg, s->timeout_ms);
+	/* An async sender is not waiting: the broker does not wait for
+	 * room on its behalf either. */
+	mbox_send(b, m, c, f->id, msg, (s->flags & WIRE_SEND_ASYNC) ? 0 :
+	    s->timeout_ms);
 	/* A process that was only looked up for this send is not kept. */
 	if (m->owner != NULL)
 		proc_release_if_idle(b, m->owner);
@@ -660,6 +697,33 @@ conn_on_delete(struct conn *c, const struct wire_frame *f)
 	    m->name);
 	mbox_delete(c->b, m);
 	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_ack(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_bytes *ids = &f->b.ack.ids;
+
+	if (ids->len % 8 != 0 || ids->len / 8 > WIRE_ACK_MAX) {
+		conn_violation(c, f->id, EPROTO, "malformed ACK");
+		return;
+	}
+	for (size_t i = 0; i < ids->len; i += 8) {
+		uint64_t id = wire_get64(ids->p + i);
+		struct msg **pp;
+
+		/* The list is short: the library acks at its next call. */
+		for (pp = &c->unacked; *pp != NULL; pp = &(*pp)->next)
+			if ((*pp)->id == id) {
+				struct msg *msg = *pp;
+
+				*pp = msg->next;
+				c->nunacked--;
+				c->b->n.acks++;
+				mbox_acked(msg);
+				break;
+			}
+	}
 }
 
 static void
@@ -781,6 +845,9 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "processes", b->nprocs },
 		{ "dropped_process_gone", b->n.dropped_proc_gone },
 		{ "dropped_mailbox_deleted", b->n.dropped_mbox_deleted },
+		{ "redelivered", b->n.redelivered },
+		{ "acks", b->n.acks },
+		{ "failures_reported", b->n.failures_reported },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -806,6 +873,9 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 		break;
 	case WIRE_RECV:
 		conn_on_recv(c, f);
+		break;
+	case WIRE_ACK:
+		conn_on_ack(c, f);
 		break;
 	case WIRE_MBOX_CREATE:
 		conn_on_create(c, f);

@@ -386,7 +386,8 @@ mbox_matches(uint32_t from_pid, const struct msg *msg)
 	return from_pid == 0 || msg->pid == from_pid;
 }
 
-/* Hand msg (consumed) to receiver c. */
+/* Hand msg to receiver c.  It stays on the books, in c's unacked list,
+ * until c's library says the application has it. */
 static void
 mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg)
@@ -396,7 +397,103 @@ mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
 	m->msgs_out++;
 	b->n.msgs_out++;
 	b->n.bytes_out += msg->len;
+	msg->home = m;
+	m->unacked++;
+	msg->next = c->unacked;
+	c->unacked = msg;
+	c->nunacked++;
+}
+
+void
+mbox_acked(struct msg *msg)
+{
+	if (msg->home != NULL)
+		msg->home->unacked--;
 	msg_free(msg);
+}
+
+static void
+msgq_push_head(struct msgq *q, struct msg *msg)
+{
+	msg->next = q->head;
+	q->head = msg;
+	if (q->tail == NULL)
+		q->tail = msg;
+	q->count++;
+	q->bytes += msg->len;
+}
+
+static struct msg *mbox_find_msg(struct mbox *m, uint32_t from_pid,
+    struct msg **prev_out);
+static void msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg);
+
+/* Messages came back to the queue: serve the receivers that wait, in
+ * their order, each with the first message it selects. */
+static void
+mbox_feed_receivers(struct broker *b, struct mbox *m)
+{
+	struct wait *w, *next;
+
+	for (w = m->receivers.head; w != NULL && m->q.head != NULL;
+	    w = next) {
+		struct msg *prev, *msg = mbox_find_msg(m, w->from_pid, &prev);
+		struct conn *rc = w->conn;
+		uint64_t rid = w->req_id;
+
+		next = w->next;
+		if (msg == NULL)
+			continue;
+		if (msg->len > w->max_len) {
+			b->n.err_msgsize++;
+			conn_reply_error(rc, rid, EMSGSIZE, msg->len,
+			    "message larger than the buffer");
+			wait_finish(b, w);
+			continue;
+		}
+		msgq_unlink(&m->q, prev, msg);
+		wait_finish(b, w);
+		mbox_deliver(b, m, rc, rid, msg);
+	}
+}
+
+void
+mbox_requeue(struct broker *b, struct msg *msg)
+{
+	struct mbox *m = msg->home;
+
+	if (m == NULL) {
+		conn_report_failure(b, msg, ENOENT,
+		    "the mailbox was deleted before the message was received");
+		b->n.dropped_mbox_deleted++;
+		msg_free(msg);
+		return;
+	}
+	m->unacked--;
+	msg->home = NULL;
+	msg->flags |= MSG_REDELIVERED;
+	b->n.redelivered++;
+	/* It was out of the queue: the receiver's count is undone so the
+	 * next delivery counts it again. */
+	m->msgs_out--;
+	b->n.msgs_out--;
+	b->n.bytes_out -= msg->len;
+	msgq_push_head(&m->q, msg);
+	mbox_feed_receivers(b, m);
+}
+
+void
+mbox_forget_unacked(struct broker *b, struct mbox *m)
+{
+	/* Rare (a delete while receivers hold its messages unacked), so
+	 * a walk over the connections is fine. */
+	for (struct conn *c = b->conns; c != NULL && m->unacked > 0;
+	    c = c->next)
+		for (struct msg *msg = c->unacked; msg != NULL;
+		    msg = msg->next)
+			if (msg->home == m) {
+				msg->home = NULL;
+				m->unacked--;
+			}
 }
 
 static void
@@ -418,7 +515,7 @@ mbox_admit_senders(struct broker *b, struct mbox *m)
 		w->msg = NULL;
 		mbox_accepted(b, m, msg);
 		msgq_push(&m->q, msg);
-		conn_reply_sent(w->conn, w->req_id, msg->id);
+		conn_reply_sent(w->conn, w->req_id, msg);
 		wait_finish(b, w);
 	}
 }
@@ -459,19 +556,22 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			}
 			wait_finish(b, w);
 			mbox_accepted(b, m, msg);
-			conn_reply_sent(c, req_id, msg->id);
+			conn_reply_sent(c, req_id, msg);
 			mbox_deliver(b, m, rc, rid, msg);
 			return;
 		}
 		if (mbox_has_room(m, msg)) {
 			mbox_accepted(b, m, msg);
 			msgq_push(&m->q, msg);
-			conn_reply_sent(c, req_id, msg->id);
+			conn_reply_sent(c, req_id, msg);
 			return;
 		}
 	}
 	if (unconnected) {
-		/* Wait for the process to connect, within the bound. */
+		/* Wait for the process to connect, within the bound; an
+		 * async send waits too (its sender does not). */
+		if (msg->flags & MSG_ASYNC)
+			timeout_ms = b->lim.direct_wait_ms;
 		if (timeout_ms == 0) {
 			b->n.err_nosuchproc++;
 			conn_reply_error(c, req_id, ESRCH, 0,
@@ -567,7 +667,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		msg = w->msg;
 		w->msg = NULL;
 		mbox_accepted(b, m, msg);
-		conn_reply_sent(w->conn, w->req_id, msg->id);
+		conn_reply_sent(w->conn, w->req_id, msg);
 		wait_finish(b, w);
 		mbox_deliver(b, m, c, req_id, msg);
 		return;
@@ -614,15 +714,16 @@ mbox_fini_queue(struct broker *b, struct mbox *m, int err, const char *why)
 		conn_reply_error(w->conn, w->req_id, err, 0, why);
 		wait_finish(b, w);
 	}
-	/* Accepted, never received: counted, never silent.  (Reporting
-	 * each to its sender comes with acknowledgements.) */
+	/* Accepted, never received: each sender is told, and counted. */
 	while ((msg = msgq_pop(&m->q)) != NULL) {
 		if (m->owner != NULL)
 			b->n.dropped_proc_gone++;
 		else
 			b->n.dropped_mbox_deleted++;
+		conn_report_failure(b, msg, err, why);
 		msg_free(msg);
 	}
+	mbox_forget_unacked(b, m);
 	free(m->name);
 	m->name = NULL;
 }

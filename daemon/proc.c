@@ -300,6 +300,17 @@ proc_for_send(struct broker *b, pid_t pid, int *err)
 	    err);
 }
 
+struct conn *
+proc_conn_by_id(struct broker *b, pid_t pid, uint64_t id)
+{
+	struct proc *p = proc_find(b, pid);
+
+	for (struct conn *c = p ? p->conns : NULL; c != NULL; c = c->pnext)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
 void
 proc_table_free(struct broker *b)
 {

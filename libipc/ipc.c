@@ -34,6 +34,13 @@ struct ipc_stash {
 	uint8_t *data;
 };
 
+/* Acknowledgements wait for the next request to ride along with; past
+ * this many they go at once.  Picked: one small frame per 64 messages. */
+#define IPC_ACK_BATCH 64
+/* Failure reports kept for ipc_send_failure(); past this the oldest are
+ * dropped and counted in lost_failures.  Picked. */
+#define IPC_FAIL_MAX 4096
+
 struct ipc_conn {
 	int fd;
 	uint64_t next_id;
@@ -44,6 +51,17 @@ struct ipc_conn {
 	size_t in_len, in_cap, in_used;	/* in_used: the last frame's bytes */
 	uint8_t *out;			/* encode buffer */
 	size_t out_cap;
+	/* The unwritten tail of an async send's frame: written before
+	 * anything else goes out. */
+	uint8_t *pend;
+	size_t pend_off, pend_len, pend_cap;
+	/* Ids of messages handed to the application, not yet acked. */
+	uint64_t acks[IPC_ACK_BATCH];
+	unsigned nacks;
+	/* Failure reports, oldest first (a ring). */
+	struct ipc_send_failure *fails;
+	size_t fail_head, nfails;
+	uint64_t lost_failures;
 	/* An armed receive: its request id and source, and the message
 	 * once it has come. */
 	int armed, have_stash;
@@ -52,25 +70,53 @@ struct ipc_conn {
 	struct ipc_stash stash;
 	/* What ipc_fd() hands out, made on its first call: an epoll set of
 	 * the socket and an eventfd that is signalled while a message is
-	 * stashed, since a stashed message no longer shows on the socket. */
+	 * stashed or failures wait, since neither shows on the socket. */
 	int poll_fd, stash_fd;
+	int signalled;
 };
 
-/* Keep stash_fd readable exactly while a message is stashed. */
+/* Keep stash_fd readable exactly while the application has something
+ * the library already read: a stashed message or failure reports. */
 static void
 ipc_stash_signal(struct ipc_conn *c)
 {
+	int want = c->have_stash || c->nfails > 0;
 	uint64_t v = 1;
 
-	if (c->stash_fd < 0)
+	if (c->stash_fd < 0 || want == c->signalled)
 		return;
-	if (c->have_stash) {
+	if (want) {
 		if (write(c->stash_fd, &v, sizeof(v)) < 0) {
 			/* Counter saturated: it is readable anyway. */
 		}
 	} else if (read(c->stash_fd, &v, sizeof(v)) < 0) {
 		/* EAGAIN: it was not signalled. */
 	}
+	c->signalled = want;
+}
+
+static void
+ipc_record_failure(struct ipc_conn *c, uint64_t send_id, uint64_t msg_id,
+    int err)
+{
+	struct ipc_send_failure *f;
+
+	if (c->fails == NULL &&
+	    (c->fails = calloc(IPC_FAIL_MAX, sizeof(*c->fails))) == NULL) {
+		c->lost_failures++;
+		return;
+	}
+	if (c->nfails == IPC_FAIL_MAX) {
+		c->fail_head = (c->fail_head + 1) % IPC_FAIL_MAX;
+		c->nfails--;
+		c->lost_failures++;
+	}
+	f = &c->fails[(c->fail_head + c->nfails) % IPC_FAIL_MAX];
+	f->send_id = send_id;
+	f->msg_id = msg_id;
+	f->error = err;
+	c->nfails++;
+	ipc_stash_signal(c);
 }
 
 static int
@@ -104,13 +150,50 @@ ipc_default_socket(char *buf, size_t size)
 
 /* --- frames ------------------------------------------------------------- */
 
+/* Write what an earlier async send left, waiting (wait != 0) or not.
+ * 0 when nothing is left, -EAGAIN, or -ECONNRESET. */
 static int
-ipc_write_frame(struct ipc_conn *c, struct wire_frame *f)
+ipc_flush_pending(struct ipc_conn *c, int wait)
 {
-	size_t len = wire_encoded_len(f);
+	while (c->pend_off < c->pend_len) {
+		size_t left = c->pend_len - c->pend_off;
+		int n = wait ? writeSocket(c->fd, c->pend + c->pend_off,
+		    (int)left) : writeSomeSocket(c->fd, c->pend + c->pend_off,
+		    (int)left);
 
-	if (len == 0)
+		if (n < 0) {
+			if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK))
+				return -EAGAIN;
+			c->broken = 1;
+			return -ECONNRESET;
+		}
+		c->pend_off += (size_t)n;
+	}
+	c->pend_off = c->pend_len = 0;
+	return 0;
+}
+
+/* Encode the pending acknowledgements, then f, into c->out.  Returns
+ * the length, or -errno. */
+static long
+ipc_encode(struct ipc_conn *c, const struct wire_frame *f)
+{
+	struct wire_frame ack = { .type = WIRE_ACK };
+	uint8_t ids[IPC_ACK_BATCH * 8];
+	size_t alen = 0, flen = f ? wire_encoded_len(f) : 0, len;
+
+	if (f != NULL && flen == 0)
 		return -EINVAL;
+	if (c->nacks > 0) {
+		for (unsigned i = 0; i < c->nacks; i++)
+			wire_put64(ids + 8 * i, c->acks[i]);
+		ack.b.ack.ids.p = ids;
+		ack.b.ack.ids.len = 8u * c->nacks;
+		alen = wire_encoded_len(&ack);
+	}
+	len = alen + flen;
+	if (len > INT_MAX)
+		return -EMSGSIZE;
 	if (len > c->out_cap) {
 		uint8_t *p = realloc(c->out, len);
 
@@ -119,14 +202,42 @@ ipc_write_frame(struct ipc_conn *c, struct wire_frame *f)
 		c->out = p;
 		c->out_cap = len;
 	}
-	if (len > INT_MAX)
-		return -EMSGSIZE;
-	wire_encode(f, c->out, c->out_cap);
+	if (alen > 0)
+		wire_encode(&ack, c->out, alen);
+	if (f != NULL)
+		wire_encode(f, c->out + alen, flen);
+	return (long)len;
+}
+
+/* Send f (NULL: only the acknowledgements), waiting for the socket. */
+static int
+ipc_write_frame(struct ipc_conn *c, const struct wire_frame *f)
+{
+	long len;
+	int r;
+
+	if ((r = ipc_flush_pending(c, 1)) < 0)
+		return r;
+	if ((len = ipc_encode(c, f)) < 0)
+		return (int)len;
+	if (len == 0)
+		return 0;
 	if (writeSocket(c->fd, c->out, (int)len) != (int)len) {
 		c->broken = 1;
 		return -ECONNRESET;
 	}
+	c->nacks = 0;
 	return 0;
+}
+
+/* The application has message id: acknowledge it with the next request
+ * (or now, when the batch is full). */
+static void
+ipc_ack(struct ipc_conn *c, uint64_t id)
+{
+	c->acks[c->nacks++] = id;
+	if (c->nacks == IPC_ACK_BATCH && ipc_write_frame(c, NULL) < 0)
+		c->nacks = 0;	/* broken: the broker requeues them */
 }
 
 /* Wait up to timeout_ms (IPC_FOREVER: no limit) for the descriptor to be
@@ -219,6 +330,7 @@ ipc_fill_info(const struct wire_deliver *d, struct ipc_msg_info *info)
 	info->gid = d->gid;
 	info->len = d->payload.len;
 	info->enqueue_ns = d->enqueue_ns;
+	info->flags = d->flags & IPC_MSG_REDELIVERED;
 	/* The broker's strings are bounded by WIRE_STR_MAX; longer than
 	 * an address means a broker we do not understand. */
 	wire_str_copy(d->sender, info->sender, sizeof(info->sender));
@@ -256,9 +368,31 @@ ipc_take_armed(struct ipc_conn *c, const struct wire_frame *f)
 	return 0;
 }
 
-/* Send req and read frames until the reply to it; an armed receive's
- * answer met on the way is kept.  An ERROR reply returns -errno, with
- * its aux in *aux_out (may be NULL). */
+/* A frame no call is waiting for: the armed receive's answer, a failure
+ * report, an async send's error, or a late answer.  Returns 1 when it
+ * was one (and is dealt with), 0 when it is the answer to waiting_id, or
+ * -errno. */
+static int
+ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
+    uint64_t waiting_id)
+{
+	if (c->armed && f->id == c->armed_id)
+		return ipc_take_armed(c, f) < 0 ? -ENOMEM : 1;
+	if (f->type == WIRE_FAILED) {
+		ipc_record_failure(c, f->id, f->b.failed.msg_id,
+		    wire_errno(f->b.failed.code));
+		return 1;
+	}
+	if (waiting_id != 0 && f->id == waiting_id)
+		return 0;
+	if (f->type == WIRE_ERROR)
+		ipc_record_failure(c, f->id, 0, wire_errno(f->b.error.code));
+	return 1;
+}
+
+/* Send req and read frames until the reply to it; what else comes on
+ * the way is dealt with.  An ERROR reply returns -errno, with its aux in
+ * *aux_out (may be NULL). */
 static int
 ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
     uint32_t *aux_out)
@@ -273,13 +407,10 @@ ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
 	for (;;) {
 		if ((r = ipc_read_frame(c, rep, IPC_FOREVER)) < 0)
 			return r;
-		if (c->armed && rep->id == c->armed_id) {
-			if ((r = ipc_take_armed(c, rep)) < 0)
-				return r;
+		if ((r = ipc_unsolicited(c, rep, req->id)) < 0)
+			return r;
+		if (r == 1)
 			continue;
-		}
-		if (rep->id != req->id)
-			continue;	/* a late answer we no longer want */
 		if (rep->type == WIRE_ERROR) {
 			if (aux_out != NULL)
 				*aux_out = rep->b.error.aux;
@@ -287,6 +418,35 @@ ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
 		}
 		return 0;
 	}
+}
+
+/* Is a whole frame already buffered, beyond the one handed out last? */
+static int
+ipc_frame_buffered(const struct ipc_conn *c)
+{
+	long len = wire_frame_len(c->in + c->in_used,
+	    c->in_len - c->in_used, c->max_payload + WIRE_OVERHEAD_MAX);
+
+	return len != 0 && (len < 0 ||
+	    (size_t)len <= c->in_len - c->in_used);
+}
+
+/* Take in, without waiting, every frame the broker has sent so far. */
+static int
+ipc_drain(struct ipc_conn *c)
+{
+	struct wire_frame f;
+	int r;
+
+	while (!c->broken) {
+		if (!ipc_frame_buffered(c) && ipc_poll(c, 0) < 0)
+			return 0;	/* nothing more now */
+		if ((r = ipc_read_frame(c, &f, 0)) < 0)
+			return r == -ETIMEDOUT ? 0 : r;
+		if ((r = ipc_unsolicited(c, &f, 0)) < 0)
+			return r;
+	}
+	return -ECONNRESET;
 }
 
 /* --- connections -------------------------------------------------------- */
@@ -343,8 +503,14 @@ ipc_close(struct ipc_conn *c)
 {
 	if (c == NULL)
 		return 0;
+	/* Finish an async send's frame and say which messages the
+	 * application has; a broker that is gone needs neither. */
+	if (c->fd >= 0 && !c->broken)
+		ipc_write_frame(c, NULL);
 	if (c->fd >= 0)
 		closeSocket(c->fd);
+	free(c->pend);
+	free(c->fails);
 	if (c->poll_fd >= 0)
 		close(c->poll_fd);
 	if (c->stash_fd >= 0)
@@ -600,6 +766,95 @@ ipc_send(struct ipc_conn *c, const char *to, const void *buf, size_t len)
 	return ipc_send_timed(c, to, buf, len, IPC_FOREVER, NULL);
 }
 
+int
+ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out)
+{
+	struct wire_frame req = { .type = WIRE_SEND };
+	struct ipc_addr a;
+	long n;
+	int r, w;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (to == NULL || ipc_addr_parse(to, &a) < 0 ||
+	    (buf == NULL && len > 0))
+		return ipc_fail(-EINVAL);
+	if (len > c->max_payload)
+		return ipc_fail(-EMSGSIZE);
+	if (c->broken)
+		return ipc_fail(-ECONNRESET);
+	/* One frame at most waits in the library: until it is out, the
+	 * next async send would have to wait. */
+	if ((r = ipc_flush_pending(c, 0)) < 0)
+		return ipc_fail(r);
+	req.id = ++c->next_id;
+	req.b.send.timeout_ms = 0;
+	req.b.send.flags = WIRE_SEND_ASYNC;
+	req.b.send.dest = wire_str(to);
+	req.b.send.payload.p = buf;
+	req.b.send.payload.len = len;
+	if ((n = ipc_encode(c, &req)) < 0)
+		return ipc_fail((int)n);
+	w = writeSomeSocket(c->fd, c->out, (int)n);
+	if (w < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return ipc_fail(-EAGAIN);
+		c->broken = 1;
+		return ipc_fail(-ECONNRESET);
+	}
+	c->nacks = 0;	/* they went first, at least in part */
+	if (w < n) {
+		size_t rest = (size_t)(n - w);
+
+		if (rest > c->pend_cap) {
+			uint8_t *p = realloc(c->pend, rest);
+
+			if (p == NULL) {
+				/* Half a frame out and no room for the
+				 * rest: finish it the slow way. */
+				if (writeSocket(c->fd, c->out + w,
+				    (int)rest) != (int)rest) {
+					c->broken = 1;
+					return ipc_fail(-ECONNRESET);
+				}
+				rest = 0;
+			} else {
+				c->pend = p;
+				c->pend_cap = rest;
+			}
+		}
+		if (rest > 0) {
+			memcpy(c->pend, c->out + w, rest);
+			c->pend_off = 0;
+			c->pend_len = rest;
+		}
+	}
+	if (id_out != NULL)
+		*id_out = req.id;
+	return 0;
+}
+
+int
+ipc_send_failure(struct ipc_conn *c, struct ipc_send_failure *out)
+{
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (out == NULL)
+		return ipc_fail(-EINVAL);
+	if (c->nfails == 0 && (r = ipc_drain(c)) < 0 && c->nfails == 0)
+		return ipc_fail(r);
+	if (c->nfails == 0)
+		return ipc_fail(-EAGAIN);
+	*out = c->fails[c->fail_head];
+	c->fail_head = (c->fail_head + 1) % IPC_FAIL_MAX;
+	c->nfails--;
+	ipc_stash_signal(c);
+	return 0;
+}
+
 /* Hand the stashed message over: into buf, or (buf_out) as it is. */
 static ssize_t
 ipc_give_stash(struct ipc_conn *c, void *buf, size_t size, void **buf_out,
@@ -624,6 +879,7 @@ ipc_give_stash(struct ipc_conn *c, void *buf, size_t size, void **buf_out,
 	c->stash.data = NULL;
 	c->have_stash = 0;
 	ipc_stash_signal(c);
+	ipc_ack(c, c->stash.info.id);
 	return (ssize_t)len;
 }
 
@@ -652,7 +908,7 @@ ipc_wait_armed(struct ipc_conn *c, int timeout_ms)
 		if ((r = ipc_read_frame(c, &f, left)) < 0)
 			return r == -ETIMEDOUT && timeout_ms == 0 ?
 			    -EAGAIN : r;
-		if (f.id == c->armed_id && (r = ipc_take_armed(c, &f)) < 0)
+		if ((r = ipc_unsolicited(c, &f, 0)) < 0)
 			return r;
 	}
 	return 0;
@@ -709,6 +965,7 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	}
 	if (rep.b.deliver.payload.len)
 		memcpy(p, rep.b.deliver.payload.p, rep.b.deliver.payload.len);
+	ipc_ack(c, rep.b.deliver.msg_id);
 	return (ssize_t)rep.b.deliver.payload.len;
 }
 

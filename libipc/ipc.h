@@ -186,7 +186,12 @@ struct ipc_msg_info {
 	char source[IPC_ADDR_MAX];	/* where it was received from */
 	size_t len;			/* payload bytes */
 	uint64_t enqueue_ns;		/* CLOCK_REALTIME when accepted */
+	uint32_t flags;			/* IPC_MSG_* */
 };
+
+/* Delivered before to a receiver that went away before its library had
+ * handed it over: this receiver may be the first to see it, or not. */
+#define IPC_MSG_REDELIVERED	0x1u
 
 /*
  * ipc_send - send len bytes to address to (a mailbox, or "pid:P" for
@@ -210,6 +215,36 @@ int ipc_send(struct ipc_conn *c, const char *to, const void *buf,
  */
 int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
     size_t len, int timeout_ms, uint64_t *id_out);
+
+/*
+ * ipc_send_async - send without waiting for the broker: returns 0 once
+ * the message is handed to the OS (or to the library's buffer of one
+ * frame), or -1 with EAGAIN when the connection cannot take it now.  The
+ * broker never waits for room on its behalf: a full queue is a failure.
+ * *id_out (may be NULL) is its send id.  Every failure, found at once or
+ * later (full, no such mailbox or process, EACCES, EDQUOT, EMSGSIZE, the
+ * mailbox deleted or the receiving process gone before delivery), comes
+ * back through ipc_send_failure() and makes ipc_fd() readable.
+ */
+int ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out);
+
+struct ipc_send_failure {
+	uint64_t send_id;	/* as ipc_send_async's id_out gave; for a
+				 * blocking send, that call's own id */
+	uint64_t msg_id;	/* the broker's id if it had accepted the
+				 * message (ipc_send_timed's id_out), or 0 */
+	int error;		/* an errno value */
+};
+
+/*
+ * ipc_send_failure - the oldest failure of a message this connection
+ * sent that is not yet taken: 0 with *out filled, or -1 with EAGAIN when
+ * there is none.  Never waits; reads what the broker has sent so far.
+ * A message accepted by a blocking send and lost later (its mailbox
+ * deleted, its receiving process gone) is reported here too.
+ */
+int ipc_send_failure(struct ipc_conn *c, struct ipc_send_failure *out);
 
 /*
  * ipc_recv - receive the next message into buf (size bytes), waiting for

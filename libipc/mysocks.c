@@ -386,17 +386,19 @@ mysocks_write_nosig(int ch, const void *buf, size_t len)
 	return r;
 }
 
-/* One write attempt of at most len bytes, without SIGPIPE.  *is_socket
- * starts at 1 and drops to 0 the first time ch turns out not to be a
- * socket, so a loop pays for that discovery once. */
+/* One write attempt of at most len bytes, without SIGPIPE (flags: more
+ * send() flags for a socket).  *is_socket starts at 1 and drops to 0 the
+ * first time ch turns out not to be a socket, so a loop pays for that
+ * discovery once. */
 static ssize_t
-mysocks_write_once(int ch, const void *buf, size_t len, int *is_socket)
+mysocks_write_once(int ch, const void *buf, size_t len, int *is_socket,
+    int flags)
 {
 	ssize_t w;
 
 	do {
 		if (*is_socket) {
-			w = send(ch, buf, len, MSG_NOSIGNAL);
+			w = send(ch, buf, len, MSG_NOSIGNAL | flags);
 			if (w < 0 && errno == ENOTSOCK) {
 				*is_socket = 0;
 				w = mysocks_write_nosig(ch, buf, len);
@@ -431,7 +433,10 @@ writeSomeSocket(int ch, const void *buf, int n)
 		return -1;
 	if (n == 0)
 		return 0;
-	return (int)mysocks_write_once(ch, buf, (size_t)n, &is_socket);
+	/* Never waits on a socket, blocking or not: event loops and
+	 * asynchronous senders rely on it. */
+	return (int)mysocks_write_once(ch, buf, (size_t)n, &is_socket,
+	    MSG_DONTWAIT);
 }
 
 int
@@ -445,7 +450,7 @@ writeSocket(int ch, const void *buf, int n)
 		return -1;
 	left = (size_t)n;
 	while (left > 0) {
-		ssize_t w = mysocks_write_once(ch, p, left, &is_socket);
+		ssize_t w = mysocks_write_once(ch, p, left, &is_socket, 0);
 
 		if (w < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK)

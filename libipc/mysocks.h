@@ -81,10 +81,11 @@ int connectSocketUnix(const char *path);
 int writeSocket(int ch, const void *buf, int n);
 
 /*
- * writeSomeSocket - one attempt to write up to n bytes, for event loops
- * on non-blocking descriptors.  Returns the bytes written (> 0, possibly
- * fewer than n; 0 only when n is 0), or -1 with errno: EAGAIN when
- * nothing fits now, EPIPE when the peer is gone (no SIGPIPE).
+ * writeSomeSocket - one attempt to write up to n bytes, for event loops:
+ * never waits on a socket, even a blocking one.  Returns the bytes
+ * written (> 0, possibly fewer than n; 0 only when n is 0), or -1 with
+ * errno: EAGAIN when nothing fits now, EPIPE when the peer is gone (no
+ * SIGPIPE).
  */
 int writeSomeSocket(int ch, const void *buf, int n);
 

@@ -76,6 +76,11 @@ static const struct wire_field wire_f_deliver[] = {
 	F(WK_U32, deliver.gid), F(WK_U32, deliver.flags),
 	F(WK_STR, deliver.sender), F(WK_STR, deliver.source),
 	F(WK_PAYLOAD, deliver.payload), END };
+static const struct wire_field wire_f_ack[] = {
+	F(WK_PAYLOAD, ack.ids), END };
+static const struct wire_field wire_f_failed[] = {
+	F(WK_U64, failed.msg_id), F(WK_U32, failed.code),
+	F(WK_STR, failed.text), END };
 static const struct wire_field wire_f_peek[] = {
 	F(WK_U32, peek.max_count), F(WK_STR, peek.name), END };
 static const struct wire_field wire_f_client[] = {
@@ -114,6 +119,8 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_RECV, "RECV", wire_f_recv },
 	{ WIRE_DELIVER, "DELIVER", wire_f_deliver },
 	{ WIRE_PEEK, "PEEK", wire_f_peek },
+	{ WIRE_ACK, "ACK", wire_f_ack },
+	{ WIRE_FAILED, "FAILED", wire_f_failed },
 	{ WIRE_CLIENTS, "CLIENTS", wire_f_none },
 	{ WIRE_CLIENT_INFO, "CLIENT_INFO", wire_f_client },
 	{ WIRE_COUNTERS, "COUNTERS", wire_f_none },

@@ -57,6 +57,10 @@ enum wire_type {
 	WIRE_RECV = 0x22,		/* -> DELIVER */
 	WIRE_DELIVER = 0x23,
 	WIRE_PEEK = 0x24,		/* -> DELIVER..., OK */
+	WIRE_ACK = 0x25,		/* c->s, no reply: delivered messages
+					 * handed to the application */
+	WIRE_FAILED = 0x26,		/* s->c, unasked: a message this
+					 * client sent was lost after all */
 	/* introspection */
 	WIRE_CLIENTS = 0x30,		/* -> CLIENT_INFO..., OK */
 	WIRE_CLIENT_INFO = 0x31,
@@ -66,6 +70,14 @@ enum wire_type {
 
 /* MBOX_CREATE flags */
 #define WIRE_CREATE_EXCL	0x1u	/* EEXIST rather than open */
+/* SEND flags */
+#define WIRE_SEND_ASYNC		0x1u	/* no SENT; failures come as ERROR
+					 * or FAILED with this request's id;
+					 * the broker never waits for room */
+/* DELIVER flags */
+#define WIRE_DELIVER_REDELIVERED 0x1u	/* handed out before, never acked */
+/* Most message ids in one ACK. */
+#define WIRE_ACK_MAX		4096u
 
 /* Error codes in ERROR and BYE: the protocol's own numbers, so that a
  * client on another system reads them right.  wire_errno() maps them. */
@@ -150,7 +162,7 @@ struct wire_mbox_info {
 
 struct wire_send {
 	uint32_t timeout_ms;		/* 0: never wait; WIRE_FOREVER */
-	uint32_t flags;			/* none defined yet: must be 0 */
+	uint32_t flags;			/* WIRE_SEND_* */
 	struct wire_bytes dest;		/* an address, ipc_addr_parse():
 					 * a mailbox or "pid:P" */
 	struct wire_bytes payload;
@@ -174,6 +186,18 @@ struct wire_deliver {
 	uint64_t msg_id, enqueue_ns;
 	uint32_t pid, uid, gid, flags;
 	struct wire_bytes sender, source, payload;
+};
+
+/* ACK: the ids, u64 each, little-endian, as the payload. */
+struct wire_ack {
+	struct wire_bytes ids;
+};
+
+/* FAILED: the header's id is the SEND request's. */
+struct wire_failed {
+	uint64_t msg_id;
+	uint32_t code;
+	struct wire_bytes text;
 };
 
 struct wire_peek {
@@ -214,6 +238,8 @@ struct wire_frame {
 		struct wire_recv recv;
 		struct wire_deliver deliver;
 		struct wire_peek peek;
+		struct wire_ack ack;
+		struct wire_failed failed;
 		struct wire_client_info client;
 		struct wire_counter counter;
 	} b;

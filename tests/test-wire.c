@@ -33,7 +33,7 @@ static const uint16_t all_types[] = {
 	WIRE_HELLO, WIRE_WELCOME, WIRE_ERROR, WIRE_OK, WIRE_BYE,
 	WIRE_MBOX_CREATE, WIRE_MBOX_STAT, WIRE_MBOX_DELETE, WIRE_MBOX_LIST,
 	WIRE_MBOX_INFO, WIRE_MBOX_CHMOD, WIRE_MBOX_CHOWN, WIRE_SEND, WIRE_SENT, WIRE_RECV, WIRE_DELIVER,
-	WIRE_PEEK, WIRE_CLIENTS, WIRE_CLIENT_INFO, WIRE_COUNTERS,
+	WIRE_PEEK, WIRE_ACK, WIRE_FAILED, WIRE_CLIENTS, WIRE_CLIENT_INFO, WIRE_COUNTERS,
 	WIRE_COUNTER,
 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
@@ -120,6 +120,20 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.create.max_bytes = 0x0a0b0c0d0e0f1011ull;
 		f->b.create.flags = WIRE_CREATE_EXCL;
 		f->b.create.name = wire_str("jobs.queue-1");
+		break;
+	case WIRE_ACK: {
+		static uint8_t ids[24];
+
+		for (int k = 0; k < 24; k++)
+			ids[k] = (uint8_t)(k * 11 + 1);
+		f->b.ack.ids.p = ids;
+		f->b.ack.ids.len = sizeof(ids);
+		break;
+	}
+	case WIRE_FAILED:
+		f->b.failed.msg_id = 0x0102030405060708ull;
+		f->b.failed.code = WIRE_E_NOENT;
+		f->b.failed.text = wire_str("mailbox deleted");
 		break;
 	case WIRE_MBOX_CHMOD:
 		f->b.chmod.mode = 0640;
@@ -218,6 +232,9 @@ frame_strings(struct wire_frame *f, struct wire_bytes *out[2])
 	case WIRE_MBOX_CREATE:
 		out[0] = &f->b.create.name;
 		return 1;
+	case WIRE_FAILED:
+		out[0] = &f->b.failed.text;
+		return 1;
 	case WIRE_MBOX_CHMOD:
 		out[0] = &f->b.chmod.name;
 		return 1;
@@ -264,6 +281,8 @@ frame_payload(struct wire_frame *f)
 		return &f->b.send.payload;
 	case WIRE_DELIVER:
 		return &f->b.deliver.payload;
+	case WIRE_ACK:
+		return &f->b.ack.ids;
 	default:
 		return NULL;
 	}
@@ -317,6 +336,14 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		    b->b.create.max_bytes);
 		assert_int_equal(a->b.create.flags, b->b.create.flags);
 		assert_bytes_equal(a->b.create.name, b->b.create.name);
+		break;
+	case WIRE_ACK:
+		assert_bytes_equal(a->b.ack.ids, b->b.ack.ids);
+		break;
+	case WIRE_FAILED:
+		assert_int_equal(a->b.failed.msg_id, b->b.failed.msg_id);
+		assert_int_equal(a->b.failed.code, b->b.failed.code);
+		assert_bytes_equal(a->b.failed.text, b->b.failed.text);
 		break;
 	case WIRE_MBOX_CHMOD:
 		assert_int_equal(a->b.chmod.mode, b->b.chmod.mode);
@@ -1361,6 +1388,7 @@ test_encoded_len_of_empty_bodies_matches_layout(void **state)
 		{ WIRE_MBOX_CHMOD, 22 }, { WIRE_MBOX_CHOWN, 26 },
 		{ WIRE_SEND, 26 }, { WIRE_SENT, 24 }, { WIRE_RECV, 30 },
 		{ WIRE_DELIVER, 52 }, { WIRE_PEEK, 22 },
+		{ WIRE_ACK, 16 }, { WIRE_FAILED, 30 },
 		{ WIRE_CLIENTS, 16 }, { WIRE_CLIENT_INFO, 66 },
 		{ WIRE_COUNTERS, 16 }, { WIRE_COUNTER, 26 },
 	};
@@ -1776,7 +1804,8 @@ test_type_name_of_every_type(void **state)
 		"HELLO", "WELCOME", "ERROR", "OK", "BYE", "MBOX_CREATE",
 		"MBOX_STAT", "MBOX_DELETE", "MBOX_LIST", "MBOX_INFO",
 		"MBOX_CHMOD", "MBOX_CHOWN", "SEND",
-		"SENT", "RECV", "DELIVER", "PEEK", "CLIENTS", "CLIENT_INFO",
+		"SENT", "RECV", "DELIVER", "PEEK", "ACK", "FAILED", "CLIENTS",
+		"CLIENT_INFO",
 		"COUNTERS", "COUNTER",
 	};
 
