@@ -256,8 +256,11 @@ void wait_cancel(struct broker *b, struct wait *w);
 /* A receiver acknowledged msg: it leaves the books. */
 void mbox_acked(struct msg *msg);
 /* A receiver went away holding msg unacked: back to the head of its
- * queue, for the next receiver (or reported lost if the queue is gone). */
-void mbox_requeue(struct broker *b, struct msg *msg);
+ * queue (or reported lost if the queue is gone).  Returns the queue, to
+ * be fed with mbox_feed_receivers() once all are back. */
+struct mbox *mbox_requeue(struct broker *b, struct msg *msg);
+/* Serve the waiting receivers from what is queued, in their order. */
+void mbox_feed_receivers(struct broker *b, struct mbox *m);
 /* The mailbox is going: its unacked messages lose their way home. */
 void mbox_forget_unacked(struct broker *b, struct mbox *m);
 

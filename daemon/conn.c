@@ -166,6 +166,36 @@ conn_accept_all(struct broker *b)
 	}
 }
 
+/* Put c's unacknowledged messages back, all of them before any waiting
+ * receiver is served, so that receiver gets the oldest.  They came from
+ * few queues: up to CONN_HOMES are fed at the end, any others at once. */
+#define CONN_HOMES 8
+static void
+conn_requeue_unacked(struct conn *c)
+{
+	struct mbox *homes[CONN_HOMES], *m;
+	unsigned nhomes = 0, i;
+
+	while (c->unacked != NULL) {
+		struct msg *msg = c->unacked;
+
+		c->unacked = msg->next;
+		c->nunacked--;
+		if ((m = mbox_requeue(c->b, msg)) == NULL)
+			continue;
+		for (i = 0; i < nhomes && homes[i] != m; i++)
+			;
+		if (i == nhomes) {
+			if (nhomes < CONN_HOMES)
+				homes[nhomes++] = m;
+			else
+				mbox_feed_receivers(c->b, m);
+		}
+	}
+	for (i = 0; i < nhomes; i++)
+		mbox_feed_receivers(c->b, homes[i]);
+}
+
 void
 conn_close(struct conn *c)
 {
@@ -181,13 +211,7 @@ conn_close(struct conn *c)
 	 * handed but never acknowledged goes back, newest first, so the
 	 * oldest ends at the head of its queue. */
 	c->state = CONN_DEAD;
-	while (c->unacked != NULL) {
-		struct msg *msg = c->unacked;
-
-		c->unacked = msg->next;
-		c->nunacked--;
-		mbox_requeue(b, msg);
-	}
+	conn_requeue_unacked(c);
 	proc_detach(b, c);
 	loop_timer_del(b->loop, &c->hello_timer);
 	loop_watch_del(b->loop, &c->watch);
@@ -672,6 +696,8 @@ conn_on_create(struct conn *c, const struct wire_frame *f)
 
 	r = mbox_create(c->b, c, &f->b.create, &m, &created);
 	if (r < 0) {
+		if (r == -EDQUOT)
+			c->b->n.err_quota++;
 		conn_reply_error(c, f->id, -r, 0,
 		    r == -EINVAL ? "bad mailbox name or attributes" :
 		    r == -EEXIST ? "mailbox exists" :

@@ -429,7 +429,7 @@ static void msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg);
 
 /* Messages came back to the queue: serve the receivers that wait, in
  * their order, each with the first message it selects. */
-static void
+void
 mbox_feed_receivers(struct broker *b, struct mbox *m)
 {
 	struct wait *w, *next;
@@ -456,7 +456,7 @@ mbox_feed_receivers(struct broker *b, struct mbox *m)
 	}
 }
 
-void
+struct mbox *
 mbox_requeue(struct broker *b, struct msg *msg)
 {
 	struct mbox *m = msg->home;
@@ -466,7 +466,7 @@ mbox_requeue(struct broker *b, struct msg *msg)
 		    "the mailbox was deleted before the message was received");
 		b->n.dropped_mbox_deleted++;
 		msg_free(msg);
-		return;
+		return NULL;
 	}
 	m->unacked--;
 	msg->home = NULL;
@@ -478,7 +478,7 @@ mbox_requeue(struct broker *b, struct msg *msg)
 	b->n.msgs_out--;
 	b->n.bytes_out -= msg->len;
 	msgq_push_head(&m->q, msg);
-	mbox_feed_receivers(b, m);
+	return m;
 }
 
 void

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Users are few; a fixed table keeps lookups O(1) for them. */
 #define QUOTA_BUCKETS 256
@@ -70,7 +71,8 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int *err)
 		*err = -ENOMEM;
 		return NULL;
 	}
-	msg->next = NULL;
+	/* Every header field, not the payload: the caller fills that. */
+	memset(msg, 0, sizeof(*msg));
 	msg->quota = q;
 	msg->id = ++b->next_msg_id;
 	msg->enqueue_ns = broker_wall_ns();
