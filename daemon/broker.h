@@ -118,6 +118,9 @@ struct conn {
 					 * first */
 	uint32_t nunacked;
 	int want_flush;			/* on the broker's flush list */
+	uint64_t monitor_id;		/* MONITOR request id; 0: none */
+	uint64_t events_dropped;	/* not sent: it fell behind */
+	struct conn *mnext;		/* the broker's monitors */
 	int closing;			/* error sent: close after flush */
 	struct conn *next, *prev;	/* the broker's list */
 	struct conn *flush_next;
@@ -157,7 +160,13 @@ struct broker_counters {
 	uint64_t err_proto, err_full, err_timeout, err_nomailbox;
 	uint64_t err_msgsize, err_refused, err_access, err_quota;
 	uint64_t err_nosuchproc, dropped_proc_gone, dropped_mbox_deleted;
-	uint64_t redelivered, failures_reported, acks;
+	uint64_t redelivered, failures_reported, acks, events_dropped;
+};
+
+/* Events for monitors: as ipc.h's enum ipc_event_kind. */
+enum broker_event {
+	EV_CONNECT = 1, EV_DISCONNECT, EV_CREATE, EV_DELETE, EV_SEND,
+	EV_RECEIVE, EV_ERROR, EV_DROPPED,
 };
 
 struct broker {
@@ -172,6 +181,7 @@ struct broker {
 	size_t procs_size, nprocs;
 	struct proc *dead_procs;	/* freed before the next wait */
 	struct quota **quotas;
+	struct conn *monitors;		/* conns that asked for events */
 	struct conn *flushq;		/* conns with replies to write */
 	struct conn *dead;		/* closed, freed before the next wait */
 	uint64_t next_conn_id, next_msg_id;
@@ -287,6 +297,12 @@ void conn_wait_done(struct conn *c);
 void conn_flush_all(struct broker *b);
 /* Close c now; freed at the next conn_flush_all(). */
 void conn_close(struct conn *c);
+/* Tell the monitors that may see it: pid/uid did kind to subject (m,
+ * when it is a mailbox, decides who may see it).  Costs one test when
+ * nobody monitors. */
+void conn_event(struct broker *b, enum broker_event kind, uint32_t pid,
+    uint32_t uid, const struct mbox *m, const char *subject,
+    uint64_t msg_id, uint64_t len, int err);
 /* Tell every client the broker stops, and close them all. */
 void conn_close_all(struct broker *b, const char *why);
 

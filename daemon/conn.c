@@ -207,6 +207,23 @@ conn_close(struct conn *c)
 	    (int)c->cred.pid);
 	while (c->waits != NULL)
 		wait_cancel(b, c->waits);
+	if (c->monitor_id != 0) {
+		struct conn **pp;
+
+		for (pp = &b->monitors; *pp != NULL; pp = &(*pp)->mnext)
+			if (*pp == c) {
+				*pp = c->mnext;
+				break;
+			}
+		c->monitor_id = 0;
+	}
+	if (c->state == CONN_READY) {
+		char who[32];
+
+		snprintf(who, sizeof(who), "pid:%d", (int)c->cred.pid);
+		conn_event(b, EV_DISCONNECT, (uint32_t)c->cred.pid,
+		    c->cred.uid, NULL, who, 0, 0, 0);
+	}
 	/* Dead from here on: nothing more is handed to it.  What it was
 	 * handed but never acknowledged goes back, newest first, so the
 	 * oldest ends at the head of its queue. */
@@ -290,11 +307,62 @@ conn_push(struct conn *c, const struct wire_frame *f)
 	conn_want_flush(c);
 }
 
+/* May monitor mc see what pid/uid did to m? */
+static int
+conn_may_see(const struct conn *mc, uint32_t uid, const struct mbox *m)
+{
+	if (mc->cred.uid == 0)
+		return 1;
+	if (m != NULL && m->owner == NULL)
+		return mbox_may(m, &mc->cred, 4);
+	return uid == mc->cred.uid;
+}
+
+void
+conn_event(struct broker *b, enum broker_event kind, uint32_t pid,
+    uint32_t uid, const struct mbox *m, const char *subject,
+    uint64_t msg_id, uint64_t len, int err)
+{
+	struct wire_frame f = { .type = WIRE_EVENT };
+	uint64_t now;
+
+	if (b->monitors == NULL)
+		return;
+	now = broker_wall_ns();
+	for (struct conn *mc = b->monitors; mc != NULL; mc = mc->mnext) {
+		if (!conn_may_see(mc, uid, m))
+			continue;
+		/* Events never hold the broker back: a monitor that does
+		 * not keep up loses them, and is told how many. */
+		if (mc->out_len - mc->out_off >= CONN_OUT_HIGH) {
+			mc->events_dropped++;
+			b->n.events_dropped++;
+			continue;
+		}
+		f.id = mc->monitor_id;
+		if (mc->events_dropped > 0) {
+			f.b.event = (struct wire_event){ .time_ns = now,
+			    .kind = EV_DROPPED,
+			    .msg_id = mc->events_dropped };
+			conn_push(mc, &f);
+			mc->events_dropped = 0;
+		}
+		f.b.event = (struct wire_event){ .time_ns = now,
+		    .kind = kind, .pid = pid, .uid = uid,
+		    .code = err ? wire_code(err) : 0, .msg_id = msg_id,
+		    .len = len, .subject = wire_str(subject) };
+		conn_push(mc, &f);
+	}
+}
+
 void
 conn_reply_error(struct conn *c, uint64_t req_id, int err, uint32_t aux,
     const char *text)
 {
 	struct wire_frame f = { .type = WIRE_ERROR, .id = req_id };
+
+	conn_event(c->b, EV_ERROR, (uint32_t)c->cred.pid, c->cred.uid, NULL,
+	    "", 0, 0, err);
 
 	f.b.error.code = wire_code(err);
 	f.b.error.aux = aux;
@@ -499,6 +567,7 @@ static void
 conn_on_hello(struct conn *c, const struct wire_frame *f)
 {
 	struct wire_frame w = { .type = WIRE_WELCOME, .id = f->id };
+	char who[32];
 	int r;
 
 	if (f->type != WIRE_HELLO) {
@@ -529,6 +598,9 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 	w.b.welcome.uid = c->cred.uid;
 	w.b.welcome.gid = c->cred.gid;
 	conn_push(c, &w);
+	snprintf(who, sizeof(who), "pid:%d", (int)c->cred.pid);
+	conn_event(c->b, EV_CONNECT, (uint32_t)c->cred.pid, c->cred.uid,
+	    NULL, who, 0, 0, 0);
 }
 
 /* What a request may do to a mailbox, by its mode. */
@@ -706,9 +778,12 @@ conn_on_create(struct conn *c, const struct wire_frame *f)
 		    "out of memory");
 		return;
 	}
-	if (created)
+	if (created) {
 		log_debug("conn %llu: created mailbox %s",
 		    (unsigned long long)c->id, m->name);
+		conn_event(c->b, EV_CREATE, (uint32_t)c->cred.pid,
+		    c->cred.uid, m, m->name, 0, 0, 0);
+	}
 	conn_reply_info(c, f->id, m);
 }
 
@@ -721,6 +796,8 @@ conn_on_delete(struct conn *c, const struct wire_frame *f)
 		return;
 	log_debug("conn %llu: deleted mailbox %s", (unsigned long long)c->id,
 	    m->name);
+	conn_event(c->b, EV_DELETE, (uint32_t)c->cred.pid, c->cred.uid, m,
+	    m->name, 0, 0, 0);
 	mbox_delete(c->b, m);
 	conn_reply_ok(c, f->id);
 }
@@ -837,6 +914,7 @@ conn_on_clients(struct conn *c, const struct wire_frame *f)
 		r.b.client.pid = (uint32_t)o->cred.pid;
 		r.b.client.uid = o->cred.uid;
 		r.b.client.gid = o->cred.gid;
+		r.b.client.queue_depth = o->proc ? o->proc->q.q.count : 0;
 		r.b.client.msgs_sent = o->msgs_sent;
 		r.b.client.msgs_received = o->msgs_received;
 		r.b.client.connected_ns = o->connected_ns;
@@ -874,6 +952,7 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "redelivered", b->n.redelivered },
 		{ "acks", b->n.acks },
 		{ "failures_reported", b->n.failures_reported },
+		{ "events_dropped", b->n.events_dropped },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -884,6 +963,19 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		conn_push(c, &r);
 	}
 	conn_reply_ok(c, f->id);
+}
+
+static void
+conn_on_monitor(struct conn *c, const struct wire_frame *f)
+{
+	if (c->monitor_id != 0) {
+		conn_reply_error(c, f->id, EBUSY, 0, "already monitoring");
+		return;
+	}
+	conn_reply_ok(c, f->id);
+	c->monitor_id = f->id ? f->id : 1;
+	c->mnext = c->b->monitors;
+	c->b->monitors = c;
 }
 
 static void
@@ -934,6 +1026,9 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 		break;
 	case WIRE_COUNTERS:
 		conn_on_counters(c, f);
+		break;
+	case WIRE_MONITOR:
+		conn_on_monitor(c, f);
 		break;
 	default:
 		/* A frame the broker sends, or HELLO again. */

@@ -397,6 +397,8 @@ mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
 	m->msgs_out++;
 	b->n.msgs_out++;
 	b->n.bytes_out += msg->len;
+	conn_event(b, EV_RECEIVE, (uint32_t)c->cred.pid, c->cred.uid, m,
+	    m->name, msg->id, msg->len, 0);
 	msg->home = m;
 	m->unacked++;
 	msg->next = c->unacked;
@@ -502,6 +504,8 @@ mbox_accepted(struct broker *b, struct mbox *m, struct msg *msg)
 	m->msgs_in++;
 	b->n.msgs_in++;
 	b->n.bytes_in += msg->len;
+	conn_event(b, EV_SEND, msg->pid, msg->uid, m, m->name, msg->id,
+	    msg->len, 0);
 }
 
 void

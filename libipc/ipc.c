@@ -73,6 +73,7 @@ struct ipc_conn {
 	 * stashed or failures wait, since neither shows on the socket. */
 	int poll_fd, stash_fd;
 	int signalled;
+	uint64_t monitor_id;		/* ipc_monitor()'s request */
 };
 
 /* Keep stash_fd readable exactly while the application has something
@@ -1020,4 +1021,234 @@ ipc_recv_arm(struct ipc_conn *c, const char *from)
 	c->armed_id = req.id;
 	strcpy(c->armed_from, from);
 	return 0;
+}
+
+/* --- introspection ------------------------------------------------------ */
+
+/* A request answered by item frames and then OK: item() is called for
+ * each until it returns non-zero; the rest is read and dropped. */
+static int
+ipc_list_call(struct ipc_conn *c, struct wire_frame *req,
+    int (*item)(const struct wire_frame *f, void *arg), void *arg)
+{
+	struct wire_frame rep;
+	int r, stop = 0;
+
+	if ((r = ipc_call(c, req, &rep, NULL)) < 0)
+		return r;
+	for (;;) {
+		if (rep.type == WIRE_OK)
+			return stop;
+		if (stop == 0)
+			stop = item(&rep, arg);
+		/* The next frame with this request's id. */
+		for (;;) {
+			if ((r = ipc_read_frame(c, &rep, IPC_FOREVER)) < 0)
+				return r;
+			if ((r = ipc_unsolicited(c, &rep, req->id)) < 0)
+				return r;
+			if (r == 0)
+				break;
+		}
+		if (rep.type == WIRE_ERROR)
+			return -wire_errno(rep.b.error.code);
+	}
+}
+
+/* The caller's callback, stored as a generic function pointer and cast
+ * back to its real type by each item handler. */
+struct ipc_list_ctx {
+	void (*cb)(void);
+	void *arg;
+};
+
+static int
+ipc_mbox_item(const struct wire_frame *f, void *arg)
+{
+	struct ipc_list_ctx *x = arg;
+	int (*cb)(const struct ipc_mbox_info *, void *) =
+	    (int (*)(const struct ipc_mbox_info *, void *))x->cb;
+	struct ipc_mbox_info info;
+
+	if (f->type != WIRE_MBOX_INFO)
+		return -EPROTO;
+	ipc_fill_mbox_info(&f->b.info, &info);
+	return cb(&info, x->arg);
+}
+
+/* The end of a walk: a callback's non-zero return is passed on as it
+ * is; a failure of our own is -1 with errno. */
+static int
+ipc_walk_result(int r)
+{
+	return r < 0 ? ipc_fail(r) : r;
+}
+
+int
+ipc_mbox_list(struct ipc_conn *c,
+    int (*cb)(const struct ipc_mbox_info *info, void *arg), void *arg)
+{
+	struct wire_frame req = { .type = WIRE_MBOX_LIST };
+	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (cb == NULL)
+		return ipc_fail(-EINVAL);
+	return ipc_walk_result(ipc_list_call(c, &req, ipc_mbox_item, &x));
+}
+
+static int
+ipc_peek_item(const struct wire_frame *f, void *arg)
+{
+	struct ipc_list_ctx *x = arg;
+	int (*cb)(const struct ipc_msg_info *, const void *, void *) =
+	    (int (*)(const struct ipc_msg_info *, const void *, void *))x->cb;
+	struct ipc_msg_info info;
+
+	if (f->type != WIRE_DELIVER)
+		return -EPROTO;
+	ipc_fill_info(&f->b.deliver, &info);
+	return cb(&info, f->b.deliver.payload.p, x->arg);
+}
+
+int
+ipc_mbox_peek(struct ipc_conn *c, const char *name, unsigned max,
+    int (*cb)(const struct ipc_msg_info *info, const void *data,
+    void *arg), void *arg)
+{
+	struct wire_frame req = { .type = WIRE_PEEK };
+	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (cb == NULL)
+		return ipc_fail(-EINVAL);
+	if ((r = ipc_check_name(name)) < 0)
+		return ipc_fail(r);
+	req.b.peek.max_count = max;
+	req.b.peek.name = wire_str(name);
+	return ipc_walk_result(ipc_list_call(c, &req, ipc_peek_item, &x));
+}
+
+static int
+ipc_client_item(const struct wire_frame *f, void *arg)
+{
+	struct ipc_list_ctx *x = arg;
+	int (*cb)(const struct ipc_client_info *, void *) =
+	    (int (*)(const struct ipc_client_info *, void *))x->cb;
+	const struct wire_client_info *w = &f->b.client;
+	struct ipc_client_info info;
+
+	if (f->type != WIRE_CLIENT_INFO)
+		return -EPROTO;
+	memset(&info, 0, sizeof(info));
+	info.conn_id = w->conn_id;
+	info.pid = (pid_t)w->pid;
+	info.uid = w->uid;
+	info.gid = w->gid;
+	wire_str_copy(w->comm, info.comm, sizeof(info.comm));
+	info.queue_depth = w->queue_depth;
+	info.msgs_sent = w->msgs_sent;
+	info.msgs_received = w->msgs_received;
+	info.connected_ns = w->connected_ns;
+	return cb(&info, x->arg);
+}
+
+int
+ipc_clients(struct ipc_conn *c,
+    int (*cb)(const struct ipc_client_info *info, void *arg), void *arg)
+{
+	struct wire_frame req = { .type = WIRE_CLIENTS };
+	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (cb == NULL)
+		return ipc_fail(-EINVAL);
+	return ipc_walk_result(ipc_list_call(c, &req, ipc_client_item, &x));
+}
+
+static int
+ipc_counter_item(const struct wire_frame *f, void *arg)
+{
+	struct ipc_list_ctx *x = arg;
+	int (*cb)(const char *, uint64_t, void *) =
+	    (int (*)(const char *, uint64_t, void *))x->cb;
+	char name[WIRE_STR_MAX + 1];
+
+	if (f->type != WIRE_COUNTER ||
+	    wire_str_copy(f->b.counter.name, name, sizeof(name)) < 0)
+		return -EPROTO;
+	return cb(name, f->b.counter.value, x->arg);
+}
+
+int
+ipc_counters(struct ipc_conn *c,
+    int (*cb)(const char *name, uint64_t value, void *arg), void *arg)
+{
+	struct wire_frame req = { .type = WIRE_COUNTERS };
+	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (cb == NULL)
+		return ipc_fail(-EINVAL);
+	return ipc_walk_result(ipc_list_call(c, &req, ipc_counter_item, &x));
+}
+
+/* --- monitoring --------------------------------------------------------- */
+
+int
+ipc_monitor(struct ipc_conn *c)
+{
+	struct wire_frame req = { .type = WIRE_MONITOR }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (c->monitor_id != 0)
+		return ipc_fail(-EBUSY);
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	c->monitor_id = req.id;
+	return 0;
+}
+
+int
+ipc_monitor_next(struct ipc_conn *c, struct ipc_event *ev, int timeout_ms)
+{
+	struct wire_frame f;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (ev == NULL || c->monitor_id == 0 || timeout_ms < IPC_FOREVER)
+		return ipc_fail(-EINVAL);
+	for (;;) {
+		if (timeout_ms == 0 && !ipc_frame_buffered(c) &&
+		    ipc_poll(c, 0) < 0)
+			return ipc_fail(-EAGAIN);
+		/* (A wait that a stray frame ends early restarts whole:
+		 * timeouts here are for people watching, not exact.) */
+		if ((r = ipc_read_frame(c, &f, timeout_ms)) < 0)
+			return ipc_fail(r);
+		if (f.type != WIRE_EVENT || f.id != c->monitor_id) {
+			if ((r = ipc_unsolicited(c, &f, 0)) < 0)
+				return ipc_fail(r);
+			continue;
+		}
+		memset(ev, 0, sizeof(*ev));
+		ev->kind = (enum ipc_event_kind)f.b.event.kind;
+		ev->time_ns = f.b.event.time_ns;
+		ev->pid = (pid_t)f.b.event.pid;
+		ev->uid = f.b.event.uid;
+		ev->msg_id = f.b.event.msg_id;
+		ev->len = f.b.event.len;
+		ev->error = f.b.event.code ? wire_errno(f.b.event.code) : 0;
+		wire_str_copy(f.b.event.subject, ev->subject,
+		    sizeof(ev->subject));
+		return 0;
+	}
 }

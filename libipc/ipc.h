@@ -282,6 +282,90 @@ ssize_t ipc_recv_alloc(struct ipc_conn *c, const char *from,
  */
 int ipc_recv_arm(struct ipc_conn *c, const char *from);
 
+/* --- introspection (what ipcctl shows) --------------------------------- */
+
+/*
+ * The callbacks below are called once per item, in the broker's order;
+ * a positive return stops the walk early (the rest is read and dropped),
+ * and the function then returns that value.  Pointers passed to a
+ * callback are valid during the call only.  Each function returns 0 when
+ * the walk completed, or -1 with errno (ECONNRESET, EACCES, ENOENT, ...).
+ */
+
+/* ipc_mbox_list - every mailbox. */
+int ipc_mbox_list(struct ipc_conn *c,
+    int (*cb)(const struct ipc_mbox_info *info, void *arg), void *arg);
+
+/* ipc_mbox_peek - up to max queued messages of mailbox name, oldest
+ * first, without taking them (needs read permission). */
+int ipc_mbox_peek(struct ipc_conn *c, const char *name, unsigned max,
+    int (*cb)(const struct ipc_msg_info *info, const void *data,
+    void *arg), void *arg);
+
+/* A connection to the broker, as ipc_clients() reports it. */
+struct ipc_client_info {
+	uint64_t conn_id;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char comm[17];			/* the process's command name */
+	uint32_t queue_depth;		/* its process's direct queue */
+	uint64_t msgs_sent;
+	uint64_t msgs_received;
+	uint64_t connected_ns;		/* CLOCK_REALTIME */
+};
+
+/* ipc_clients - every connection (a process may have several). */
+int ipc_clients(struct ipc_conn *c,
+    int (*cb)(const struct ipc_client_info *info, void *arg), void *arg);
+
+/* ipc_counters - the broker's counters by name ("messages_in",
+ * "uptime_ms", ...; see ipcd(8)). */
+int ipc_counters(struct ipc_conn *c,
+    int (*cb)(const char *name, uint64_t value, void *arg), void *arg);
+
+/* --- monitoring ---------------------------------------------------------- */
+
+enum ipc_event_kind {
+	IPC_EV_CONNECT = 1,	/* a process connected */
+	IPC_EV_DISCONNECT,
+	IPC_EV_CREATE,		/* a mailbox was created */
+	IPC_EV_DELETE,
+	IPC_EV_SEND,		/* a message was accepted into a queue */
+	IPC_EV_RECEIVE,		/* a message was delivered to a receiver */
+	IPC_EV_ERROR,		/* a request failed (errno in error) */
+	IPC_EV_DROPPED,		/* events were lost: the monitor did not
+				 * keep up; count in msg_id */
+};
+
+struct ipc_event {
+	enum ipc_event_kind kind;
+	uint64_t time_ns;		/* CLOCK_REALTIME */
+	pid_t pid;			/* the process that did it */
+	uid_t uid;
+	uint64_t msg_id;		/* SEND, RECEIVE */
+	size_t len;			/* SEND, RECEIVE: payload bytes */
+	int error;			/* ERROR: an errno value */
+	char subject[IPC_ADDR_MAX];	/* mailbox or address, or "" */
+};
+
+/*
+ * ipc_monitor - turn c into a monitor: from now on it receives an event
+ * for everything the broker does (for mailboxes and processes the
+ * caller's uid may see; root sees all).  Use the connection only with
+ * ipc_monitor_next() and ipc_close() afterwards.  Returns 0 or -1.
+ */
+int ipc_monitor(struct ipc_conn *c);
+
+/*
+ * ipc_monitor_next - the next event, waiting up to timeout_ms (0: never,
+ * IPC_FOREVER).  Returns 0, or -1 with EAGAIN/ETIMEDOUT, ECONNRESET.
+ * ipc_fd() turns readable when one waits.  A monitor that falls behind
+ * loses events, and is told by an IPC_EV_DROPPED event with the count.
+ */
+int ipc_monitor_next(struct ipc_conn *c, struct ipc_event *ev,
+    int timeout_ms);
+
 #ifdef __cplusplus
 }
 #endif

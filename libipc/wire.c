@@ -86,9 +86,14 @@ static const struct wire_field wire_f_peek[] = {
 static const struct wire_field wire_f_client[] = {
 	F(WK_U64, client.conn_id), F(WK_U32, client.pid),
 	F(WK_U32, client.uid), F(WK_U32, client.gid),
-	F(WK_U32, client.flags), F(WK_U64, client.msgs_sent),
+	F(WK_U32, client.flags), F(WK_U32, client.queue_depth),
+	F(WK_U64, client.msgs_sent),
 	F(WK_U64, client.msgs_received), F(WK_U64, client.connected_ns),
 	F(WK_STR, client.comm), END };
+static const struct wire_field wire_f_event[] = {
+	F(WK_U64, event.time_ns), F(WK_U32, event.kind), F(WK_U32, event.pid),
+	F(WK_U32, event.uid), F(WK_U32, event.code), F(WK_U64, event.msg_id),
+	F(WK_U64, event.len), F(WK_STR, event.subject), END };
 static const struct wire_field wire_f_counter[] = {
 	F(WK_U64, counter.value), F(WK_STR, counter.name), END };
 
@@ -125,6 +130,8 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_CLIENT_INFO, "CLIENT_INFO", wire_f_client },
 	{ WIRE_COUNTERS, "COUNTERS", wire_f_none },
 	{ WIRE_COUNTER, "COUNTER", wire_f_counter },
+	{ WIRE_MONITOR, "MONITOR", wire_f_none },
+	{ WIRE_EVENT, "EVENT", wire_f_event },
 };
 
 static const struct wire_type_desc *

@@ -66,6 +66,8 @@ enum wire_type {
 	WIRE_CLIENT_INFO = 0x31,
 	WIRE_COUNTERS = 0x32,		/* -> COUNTER..., OK */
 	WIRE_COUNTER = 0x33,
+	WIRE_MONITOR = 0x34,		/* -> OK, then EVENT... for ever */
+	WIRE_EVENT = 0x35,
 };
 
 /* MBOX_CREATE flags */
@@ -208,8 +210,19 @@ struct wire_peek {
 struct wire_client_info {
 	uint64_t conn_id;
 	uint32_t pid, uid, gid, flags;
+	uint32_t queue_depth;		/* its process's direct queue */
 	uint64_t msgs_sent, msgs_received, connected_ns;
 	struct wire_bytes comm;		/* the process's command name */
+};
+
+/* EVENT: the header's id is the MONITOR request's. */
+struct wire_event {
+	uint64_t time_ns;
+	uint32_t kind;			/* enum ipc_event_kind */
+	uint32_t pid, uid;
+	uint32_t code;			/* ERROR: a wire_code */
+	uint64_t msg_id, len;		/* DROPPED: msg_id = events lost */
+	struct wire_bytes subject;
 };
 
 struct wire_counter {
@@ -242,6 +255,7 @@ struct wire_frame {
 		struct wire_failed failed;
 		struct wire_client_info client;
 		struct wire_counter counter;
+		struct wire_event event;
 	} b;
 };
 

@@ -34,7 +34,7 @@ static const uint16_t all_types[] = {
 	WIRE_MBOX_CREATE, WIRE_MBOX_STAT, WIRE_MBOX_DELETE, WIRE_MBOX_LIST,
 	WIRE_MBOX_INFO, WIRE_MBOX_CHMOD, WIRE_MBOX_CHOWN, WIRE_SEND, WIRE_SENT, WIRE_RECV, WIRE_DELIVER,
 	WIRE_PEEK, WIRE_ACK, WIRE_FAILED, WIRE_CLIENTS, WIRE_CLIENT_INFO, WIRE_COUNTERS,
-	WIRE_COUNTER,
+	WIRE_COUNTER, WIRE_MONITOR, WIRE_EVENT,
 };
 #define N_TYPES (sizeof(all_types) / sizeof(all_types[0]))
 
@@ -135,6 +135,16 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.failed.code = WIRE_E_NOENT;
 		f->b.failed.text = wire_str("mailbox deleted");
 		break;
+	case WIRE_EVENT:
+		f->b.event.time_ns = 0x1122334455667788ull;
+		f->b.event.kind = 5;
+		f->b.event.pid = 4242;
+		f->b.event.uid = 1000;
+		f->b.event.code = WIRE_E_AGAIN;
+		f->b.event.msg_id = 77;
+		f->b.event.len = 0x0102030405ull;
+		f->b.event.subject = wire_str("jobs");
+		break;
 	case WIRE_MBOX_CHMOD:
 		f->b.chmod.mode = 0640;
 		f->b.chmod.name = wire_str("shared.box");
@@ -204,6 +214,7 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.client.uid = 0xfffffffe;
 		f->b.client.gid = 0x0000ff00;
 		f->b.client.flags = 0x00010000;
+		f->b.client.queue_depth = 0x00c0ffee;
 		f->b.client.msgs_sent = 0x1000000000000001ull;
 		f->b.client.msgs_received = 0x2000000000000002ull;
 		f->b.client.connected_ns = 0x3000000000000003ull;
@@ -234,6 +245,9 @@ frame_strings(struct wire_frame *f, struct wire_bytes *out[2])
 		return 1;
 	case WIRE_FAILED:
 		out[0] = &f->b.failed.text;
+		return 1;
+	case WIRE_EVENT:
+		out[0] = &f->b.event.subject;
 		return 1;
 	case WIRE_MBOX_CHMOD:
 		out[0] = &f->b.chmod.name;
@@ -345,6 +359,16 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		assert_int_equal(a->b.failed.code, b->b.failed.code);
 		assert_bytes_equal(a->b.failed.text, b->b.failed.text);
 		break;
+	case WIRE_EVENT:
+		assert_int_equal(a->b.event.time_ns, b->b.event.time_ns);
+		assert_int_equal(a->b.event.kind, b->b.event.kind);
+		assert_int_equal(a->b.event.pid, b->b.event.pid);
+		assert_int_equal(a->b.event.uid, b->b.event.uid);
+		assert_int_equal(a->b.event.code, b->b.event.code);
+		assert_int_equal(a->b.event.msg_id, b->b.event.msg_id);
+		assert_int_equal(a->b.event.len, b->b.event.len);
+		assert_bytes_equal(a->b.event.subject, b->b.event.subject);
+		break;
 	case WIRE_MBOX_CHMOD:
 		assert_int_equal(a->b.chmod.mode, b->b.chmod.mode);
 		assert_bytes_equal(a->b.chmod.name, b->b.chmod.name);
@@ -415,6 +439,8 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		assert_int_equal(a->b.client.uid, b->b.client.uid);
 		assert_int_equal(a->b.client.gid, b->b.client.gid);
 		assert_int_equal(a->b.client.flags, b->b.client.flags);
+		assert_int_equal(a->b.client.queue_depth,
+		    b->b.client.queue_depth);
 		assert_int_equal(a->b.client.msgs_sent,
 		    b->b.client.msgs_sent);
 		assert_int_equal(a->b.client.msgs_received,
@@ -1389,8 +1415,9 @@ test_encoded_len_of_empty_bodies_matches_layout(void **state)
 		{ WIRE_SEND, 26 }, { WIRE_SENT, 24 }, { WIRE_RECV, 30 },
 		{ WIRE_DELIVER, 52 }, { WIRE_PEEK, 22 },
 		{ WIRE_ACK, 16 }, { WIRE_FAILED, 30 },
-		{ WIRE_CLIENTS, 16 }, { WIRE_CLIENT_INFO, 66 },
+		{ WIRE_CLIENTS, 16 }, { WIRE_CLIENT_INFO, 70 },
 		{ WIRE_COUNTERS, 16 }, { WIRE_COUNTER, 26 },
+		{ WIRE_MONITOR, 16 }, { WIRE_EVENT, 58 },
 	};
 
 	(void)state;
@@ -1806,7 +1833,7 @@ test_type_name_of_every_type(void **state)
 		"MBOX_CHMOD", "MBOX_CHOWN", "SEND",
 		"SENT", "RECV", "DELIVER", "PEEK", "ACK", "FAILED", "CLIENTS",
 		"CLIENT_INFO",
-		"COUNTERS", "COUNTER",
+		"COUNTERS", "COUNTER", "MONITOR", "EVENT",
 	};
 
 	(void)state;
