@@ -36,6 +36,7 @@
 #include "ipc.h"
 #include "mysocks.h"
 #include "testutil.h"
+#include "testbroker.h"
 #include "wire.h"
 
 /* Messages per batch of the well-behaved client, and batches it must
@@ -56,13 +57,6 @@
 
 /* --- the broker ------------------------------------------------------- */
 
-struct broker {
-	struct test_proc proc;
-	char *dir;
-	char path[PATH_MAX];
-	char where[PATH_MAX + 8];	/* "unix:PATH" */
-};
-
 /* What every test gets from its setup: the broker, and what the test
  * opens or starts (connections, calls on threads, the well-behaved client
  * of the bad-input tests), so that teardown closes, joins and frees it
@@ -81,66 +75,6 @@ struct fix {
 	pid_t kids[FIX_MAX];		/* 0 once reaped */
 	int nkids;
 };
-
-/* Start ipcd on dir/ipcd.sock with the extra options (NULL-terminated,
- * may be NULL) and wait for "ipcd: ready on PATH".  A fresh directory
- * unless b already has one (a restart on the same path). */
-static void
-broker_start(struct broker *b, const char *const *extra)
-{
-	char line[PATH_MAX + 64];
-	char *argv[16];
-	int n = 0;
-
-	if (b->dir == NULL) {
-		b->dir = test_tmpdir();
-		assert_non_null(b->dir);
-		snprintf(b->path, sizeof(b->path), "%s/ipcd.sock", b->dir);
-		snprintf(b->where, sizeof(b->where), "unix:%s", b->path);
-	}
-	argv[n++] = strdup(test_build_path("daemon/ipcd"));
-	argv[n++] = "--socket";
-	argv[n++] = b->path;
-	for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
-		argv[n++] = (char *)extra[i];
-	argv[n] = NULL;
-	assert_non_null(argv[0]);
-	assert_int_equal(test_spawn(&b->proc, argv), 0);
-	free(argv[0]);
-	assert_int_equal(test_wait_line(b->proc.out, "ipcd: ready on ", line,
-	    sizeof(line), TEST_WAIT_MS), 0);
-	assert_string_equal(line, b->path);
-}
-
-/* SIGTERM: ipcd must exit 0.  The directory stays for the teardown. */
-static void
-broker_stop(struct broker *b)
-{
-	int status = test_stop(&b->proc);
-
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
-}
-
-/* Reap a broker the test killed with SIGKILL. */
-static void
-broker_reap_killed(struct broker *b)
-{
-	int status = test_stop(&b->proc);
-
-	assert_true(WIFSIGNALED(status));
-	assert_int_equal(WTERMSIG(status), SIGKILL);
-}
-
-static struct ipc_conn *
-broker_open(const struct broker *b)
-{
-	struct ipc_conn *c = ipc_open(b->where);
-
-	if (c == NULL)
-		fail_msg("ipc_open %s: %s", b->where, strerror(errno));
-	return c;
-}
 
 /* A connection to the test's broker, closed by the teardown. */
 static struct ipc_conn *

@@ -52,6 +52,7 @@
 #include "ipc.h"
 #include "mysocks.h"
 #include "testutil.h"
+#include "testbroker.h"
 #include "wire.h"
 
 /* The uid and gid of "nobody" for the permission test. */
@@ -81,13 +82,6 @@
 
 /* --- the broker ------------------------------------------------------- */
 
-struct broker {
-	struct test_proc proc;
-	char *dir;
-	char path[PATH_MAX];
-	char where[PATH_MAX + 8];	/* "unix:PATH" */
-};
-
 #define FIX_MAX 32
 
 /* A forked child: an agent, a consumer, a producer.  Commands go on
@@ -116,55 +110,6 @@ struct fix {
 	size_t shared_len;
 	void *heap;		/* free'd by the teardown */
 };
-
-/* Start ipcd on dir/ipcd.sock with the extra options (NULL-terminated,
- * may be NULL) and wait for "ipcd: ready on PATH". */
-static void
-broker_start(struct broker *b, const char *const *extra)
-{
-	char line[PATH_MAX + 64];
-	char *argv[16];
-	int n = 0;
-
-	if (b->dir == NULL) {
-		b->dir = test_tmpdir();
-		assert_non_null(b->dir);
-		snprintf(b->path, sizeof(b->path), "%s/ipcd.sock", b->dir);
-		snprintf(b->where, sizeof(b->where), "unix:%s", b->path);
-	}
-	argv[n++] = strdup(test_build_path("daemon/ipcd"));
-	argv[n++] = "--socket";
-	argv[n++] = b->path;
-	for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
-		argv[n++] = (char *)extra[i];
-	argv[n] = NULL;
-	assert_non_null(argv[0]);
-	assert_int_equal(test_spawn(&b->proc, argv), 0);
-	free(argv[0]);
-	assert_int_equal(test_wait_line(b->proc.out, "ipcd: ready on ", line,
-	    sizeof(line), TEST_WAIT_MS), 0);
-	assert_string_equal(line, b->path);
-}
-
-/* SIGTERM: ipcd must exit 0. */
-static void
-broker_stop(struct broker *b)
-{
-	int status = test_stop(&b->proc);
-
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), 0);
-}
-
-static struct ipc_conn *
-broker_open(const struct broker *b)
-{
-	struct ipc_conn *c = ipc_open(b->where);
-
-	if (c == NULL)
-		fail_msg("ipc_open %s: %s", b->where, strerror(errno));
-	return c;
-}
 
 /* A connection of this (the test's) process, closed by the teardown. */
 static struct ipc_conn *
