@@ -304,6 +304,14 @@ main(int argc, char **argv)
 		    " (another broker is running there)" : "");
 		return 1;
 	}
+	/* Anyone may connect: what a client may do is decided by each
+	 * mailbox's mode, not by the socket's (the directory still limits
+	 * who can reach it: /tmp/ipcd-UID is 0700). */
+	if (chmod(path, 0666) < 0) {
+		fprintf(stderr, "ipcd: chmod %s: %s\n", path, strerror(errno));
+		unlink(path);
+		return 1;
+	}
 	if (daemonize) {
 		pid_t pid;
 

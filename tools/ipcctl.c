@@ -2123,13 +2123,13 @@ ctl_event_print(const struct ctl *x, const struct ipc_event *ev)
 		printf("%s dropped count=%" PRIu64 "\n", when, ev->msg_id);
 		return;
 	}
-	printf("%s %s pid=%ld uid=%u", when, name, (long)ev->pid,
-	    (unsigned)ev->uid);
-	if (ev->subject[0] != '\0')
-		printf(" subject=%s", ctl_safe(subject, sizeof(subject),
-		    ev->subject, sizeof(ev->subject)));
-	if (ev->kind == IPC_EV_SEND || ev->kind == IPC_EV_RECEIVE)
-		printf(" id=%" PRIu64 " len=%zu", ev->msg_id, ev->len);
+	/* Every line has every field, so that scripts can split it the
+	 * same way: "-" for no subject, 0 where there is no message; an
+	 * error's text comes last, as it has spaces. */
+	printf("%s %s pid=%ld uid=%u subject=%s id=%" PRIu64 " len=%zu", when,
+	    name, (long)ev->pid, (unsigned)ev->uid, ev->subject[0] == '\0' ?
+	    "-" : ctl_safe(subject, sizeof(subject), ev->subject,
+	    sizeof(ev->subject)), ev->msg_id, ev->len);
 	if (ev->kind == IPC_EV_ERROR)
 		printf(" error=%s", strerror(ev->error));
 	putchar('\n');
