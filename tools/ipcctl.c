@@ -702,12 +702,15 @@ ctl_signals(const int *sigs)
 	return 0;
 }
 
-/* Back to the default actions, and the pipe closed. */
+/* The command is finishing: a second stop signal (timeout(1), for one,
+ * signals the whole process group after the process itself) must not
+ * turn its clean exit into a kill, so the signals are ignored from now
+ * on rather than reset.  The pipe is closed. */
 static void
 ctl_signals_end(const int *sigs)
 {
 	for (; *sigs != 0; sigs++)
-		signal(*sigs, SIG_DFL);
+		signal(*sigs, SIG_IGN);
 	for (int i = 0; i < 2; i++)
 		if (ctl_sigpipe[i] >= 0) {
 			close(ctl_sigpipe[i]);
