@@ -386,6 +386,17 @@ mbox_matches(uint32_t from_pid, const struct msg *msg)
 	return from_pid == 0 || msg->pid == from_pid;
 }
 
+/* The receiver's buffer is too small for msg: it is told how much it
+ * needs, and msg stays where it is. */
+static void
+mbox_too_big(struct broker *b, struct conn *c, uint64_t req_id,
+    uint32_t len)
+{
+	b->n.err_msgsize++;
+	conn_reply_error(c, req_id, EMSGSIZE, len,
+	    "message larger than the buffer");
+}
+
 /* Hand msg to receiver c.  It stays on the books, in c's unacked list,
  * until c's library says the application has it. */
 static void
@@ -446,9 +457,7 @@ mbox_feed_receivers(struct broker *b, struct mbox *m)
 		if (msg == NULL)
 			continue;
 		if (msg->len > w->max_len) {
-			b->n.err_msgsize++;
-			conn_reply_error(rc, rid, EMSGSIZE, msg->len,
-			    "message larger than the buffer");
+			mbox_too_big(b, rc, rid, msg->len);
 			wait_finish(b, w);
 			continue;
 		}
@@ -552,9 +561,7 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			if (!mbox_matches(w->from_pid, msg))
 				continue;
 			if (msg->len > w->max_len) {
-				b->n.err_msgsize++;
-				conn_reply_error(rc, rid, EMSGSIZE, msg->len,
-				    "message larger than the buffer");
+				mbox_too_big(b, rc, rid, msg->len);
 				wait_finish(b, w);
 				continue;
 			}
@@ -643,9 +650,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 	if ((msg = mbox_find_msg(m, from_pid, &prev)) != NULL) {
 		if (msg->len > max_len) {
 			/* It stays where it is for a bigger buffer. */
-			b->n.err_msgsize++;
-			conn_reply_error(c, req_id, EMSGSIZE, msg->len,
-			    "message larger than the buffer");
+			mbox_too_big(b, c, req_id, msg->len);
 			return;
 		}
 		msgq_unlink(&m->q, prev, msg);
@@ -663,9 +668,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		if (m->owner != NULL && m->owner->nconns == 0)
 			break;
 		if (w->msg->len > max_len) {
-			b->n.err_msgsize++;
-			conn_reply_error(c, req_id, EMSGSIZE, w->msg->len,
-			    "message larger than the buffer");
+			mbox_too_big(b, c, req_id, w->msg->len);
 			return;
 		}
 		msg = w->msg;
