@@ -158,6 +158,11 @@ cell() {
 # after a signal, which timeout passes on, 5 s more, then KILL), stdout in
 # $dir/NAME.out, stderr in $dir/NAME.err.  Sets bg (timeout's pid: signal
 # it, wait for it) and cpid (CMD's own pid).
+# Stop a spawned program by signalling it ($cpid), not timeout(1) ($bg):
+# timeout passes a signal on to the program and then to its whole group,
+# and LeakSanitizer, checking for leaks as the program exits, can hang
+# for good when that second signal lands in the middle (seen in the
+# --enable-sanitizers pass).
 spawn() {
 	_name=$1; shift
 	rm -f "$dir/pidfifo"
@@ -627,7 +632,7 @@ test_recv_follow_streams_messages() {
 	timeout 10 sh -c 'until [ "$(cat "$0")" = onetwothree ]; do
 	    sleep 0.05; done' "$dir/follow.out" ||
 	    { echo "got '$(cat -v "$dir/follow.out")'"; return 1; }
-	kill "$bg"
+	kill "$cpid"
 	finish
 	ctl 0 stat fo1 || return 1
 	out_has '^ *depth: +0$'
@@ -644,7 +649,7 @@ test_recv_follow_json_lines() {
 	timeout 10 sh -c 'until [ "$(grep -c . "$0")" -ge 2 ]; do
 	    sleep 0.05; done' "$dir/followj.out" ||
 	    { echo "got '$(cat -v "$dir/followj.out")'"; return 1; }
-	kill "$bg"
+	kill "$cpid"
 	finish
 	cp "$dir/followj.out" "$out"
 	json follow --count 2 --payloads "$dir/p1,$dir/p2" --expect source=foj1
@@ -791,7 +796,7 @@ test_monitor_shows_send_by_another_process() {
 	echo "$line" | grep -Eq "^$hms send pid=$spid uid=$(id -u)\
  subject=mon1 id=$id len=5\$" ||
 	    { echo "bad send line: '$line'"; return 1; }
-	kill -TERM "$bg"
+	kill -TERM "$cpid"
 	finish
 	eq "monitor's exit status after SIGTERM" "$st" 0 ||
 	    { cat "$dir/mon.err"; return 1; }
@@ -812,7 +817,7 @@ test_monitor_lines_follow_the_format() {
 	grep -q ' delete .*subject=mon2' "$dir/mon.out" &&
 	    grep -q ' error ' "$dir/mon.out" ||
 	    { echo "no delete or error event:"; cat "$dir/mon.out"; return 1; }
-	kill -TERM "$bg"
+	kill -TERM "$cpid"
 	finish
 	# (An error event may add "error=..." at the end.)
 	ev='(connect|disconnect|create|delete|send|receive|error|dropped)'
@@ -824,7 +829,7 @@ test_monitor_lines_follow_the_format() {
 test_monitor_exits_0_on_sigint() {
 	spawn mon "$IPCCTL" -s "$sock" monitor
 	monitor_ready "$dir/mon.out" stats || return 1
-	kill -INT "$bg"	# timeout(1) passes it on
+	kill -INT "$cpid"
 	finish
 	eq "monitor's exit status after SIGINT" "$st" 0 ||
 	    { cat "$dir/mon.err"; return 1; }
@@ -839,7 +844,7 @@ test_monitor_filters_by_address() {
 	ctl 0 send mfa 'hello world' || return 1
 	# Events come in order: mfb's would be there before this one.
 	wait_file "$dir/mon.out" " send .*subject=mfa .*len=11\$" || return 1
-	kill -TERM "$bg"
+	kill -TERM "$cpid"
 	finish
 	eq "monitor's exit status" "$st" 0 || return 1
 	if grep -q 'mfb' "$dir/mon.out"; then
@@ -858,7 +863,7 @@ test_monitor_json_lines() {
 	ctl 0 rm mj1 || return 1
 	del='"event"[[:space:]]*:[[:space:]]*"delete"'
 	wait_file "$dir/mon.out" "$del.*mj1|mj1.*$del" || return 1
-	kill -TERM "$bg"
+	kill -TERM "$cpid"
 	finish
 	eq "monitor's exit status" "$st" 0 || return 1
 	cp "$dir/mon.out" "$out"

@@ -58,8 +58,9 @@ test_spawn(struct test_proc *p, char *const argv[])
 		signal(SIGPIPE, SIG_DFL);
 		alarm(0);
 		/* Whatever happens to the test (a failed assertion, the
-		 * watchdog), the programs it started go with it. */
-		if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+		 * watchdog), the programs it started go with it: SIGKILL,
+		 * which even a program stuck in a loop cannot miss. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 			_exit(127);
 		execv(argv[0], argv);
 		dprintf(2, "exec %s: %s\n", argv[0], strerror(errno));
