@@ -1084,18 +1084,29 @@ ipc_walk_result(int r)
 	return r < 0 ? ipc_fail(r) : r;
 }
 
-int
-ipc_mbox_list(struct ipc_conn *c,
-    int (*cb)(const struct ipc_mbox_info *info, void *arg), void *arg)
+/* The public walks without arguments: ask with type, hand each item to
+ * item(), which calls the caller's cb. */
+static int
+ipc_walk(struct ipc_conn *c, uint16_t type,
+    int (*item)(const struct wire_frame *f, void *arg), void (*cb)(void),
+    void *arg)
 {
-	struct wire_frame req = { .type = WIRE_MBOX_LIST };
-	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
+	struct wire_frame req = { .type = type };
+	struct ipc_list_ctx x = { cb, arg };
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
 	if (cb == NULL)
 		return ipc_fail(-EINVAL);
-	return ipc_walk_result(ipc_list_call(c, &req, ipc_mbox_item, &x));
+	return ipc_walk_result(ipc_list_call(c, &req, item, &x));
+}
+
+int
+ipc_mbox_list(struct ipc_conn *c,
+    int (*cb)(const struct ipc_mbox_info *info, void *arg), void *arg)
+{
+	return ipc_walk(c, WIRE_MBOX_LIST, ipc_mbox_item, (void (*)(void))cb,
+	    arg);
 }
 
 static int
@@ -1160,14 +1171,8 @@ int
 ipc_clients(struct ipc_conn *c,
     int (*cb)(const struct ipc_client_info *info, void *arg), void *arg)
 {
-	struct wire_frame req = { .type = WIRE_CLIENTS };
-	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
-
-	if (c == NULL)
-		return ipc_fail(-EBADF);
-	if (cb == NULL)
-		return ipc_fail(-EINVAL);
-	return ipc_walk_result(ipc_list_call(c, &req, ipc_client_item, &x));
+	return ipc_walk(c, WIRE_CLIENTS, ipc_client_item, (void (*)(void))cb,
+	    arg);
 }
 
 static int
@@ -1188,14 +1193,8 @@ int
 ipc_counters(struct ipc_conn *c,
     int (*cb)(const char *name, uint64_t value, void *arg), void *arg)
 {
-	struct wire_frame req = { .type = WIRE_COUNTERS };
-	struct ipc_list_ctx x = { (void (*)(void))cb, arg };
-
-	if (c == NULL)
-		return ipc_fail(-EBADF);
-	if (cb == NULL)
-		return ipc_fail(-EINVAL);
-	return ipc_walk_result(ipc_list_call(c, &req, ipc_counter_item, &x));
+	return ipc_walk(c, WIRE_COUNTERS, ipc_counter_item,
+	    (void (*)(void))cb, arg);
 }
 
 /* --- monitoring --------------------------------------------------------- */

@@ -1000,23 +1000,33 @@ ctl_ls_text(const struct ctl_vec *boxes)
 	return CTL_OK;
 }
 
+/* Connect, fetch one list with fetch(), disconnect: what ls and stats
+ * show.  CTL_OK with *out filled, or the failure already reported. */
+static int
+ctl_fetch(struct ctl *x, const char *what,
+    int (*fetch)(struct ipc_conn *, struct ctl_vec *), struct ctl_vec *out)
+{
+	struct ipc_conn *c;
+	int rc = CTL_OK;
+
+	if ((c = ctl_open(x)) == NULL)
+		return CTL_FAIL;
+	if (fetch(c, out) < 0)
+		rc = ctl_fail(what, NULL);
+	ipc_close(c);
+	return rc;
+}
+
 static int
 ctl_ls(struct ctl *x, int argc, char **argv)
 {
 	struct ctl_vec boxes;
-	struct ipc_conn *c;
 	int rc;
 
 	if ((rc = ctl_plain_args(x, argc, argv, 0, 0)) >= 0)
 		return rc;
-	if ((c = ctl_open(x)) == NULL)
-		return CTL_FAIL;
-	if (ctl_list(c, &boxes) < 0) {
-		rc = ctl_fail("ls", NULL);
-		ipc_close(c);
+	if ((rc = ctl_fetch(x, "ls", ctl_list, &boxes)) != CTL_OK)
 		return rc;
-	}
-	ipc_close(c);
 	if (x->json) {
 		fputs("{\"mailboxes\":[", stdout);
 		for (size_t i = 0; i < boxes.n; i++) {
@@ -2029,19 +2039,12 @@ static int
 ctl_stats(struct ctl *x, int argc, char **argv)
 {
 	struct ctl_vec a;
-	struct ipc_conn *c;
 	int rc;
 
 	if ((rc = ctl_plain_args(x, argc, argv, 0, 0)) >= 0)
 		return rc;
-	if ((c = ctl_open(x)) == NULL)
-		return CTL_FAIL;
-	if (ctl_counters(c, &a) < 0) {
-		rc = ctl_fail("stats", NULL);
-		ipc_close(c);
+	if ((rc = ctl_fetch(x, "stats", ctl_counters, &a)) != CTL_OK)
 		return rc;
-	}
-	ipc_close(c);
 	if (x->json) {
 		const struct ctl_counter *k = a.v;
 
