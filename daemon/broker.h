@@ -17,12 +17,24 @@
 #include <sys/types.h>
 #include <uuid/uuid.h>
 
+#include "ipc.h"
 #include "loop.h"
 #include "wire.h"
 
 struct broker;
 struct conn;
 struct proc;
+struct link;
+struct lreq;
+struct peer;
+struct tls;
+struct tls_ctx;
+
+/* "host:port" of a broker ("[v6]:port"), the key of links and the
+ * origin of the messages that came over them. */
+#define LINK_NAME_MAX	(IPC_HOST_MAX + 2 + 1 + 5 + 1)
+/* The default TCP port of ipcd --tcp. */
+#define IPCD_TCP_PORT	7400
 
 /* What one user holds: mailboxes owned, bytes of its messages queued. */
 struct quota {
@@ -44,7 +56,16 @@ struct msg {
 	uint32_t pid, uid, gid;
 	uint32_t flags;			/* MSG_* */
 	uint32_t len;
+	const char *origin;		/* the sender's broker, "host:port";
+					 * NULL: this one.  In the same
+					 * allocation, after data */
 	uint8_t data[];
+};
+
+/* Which sender a receive takes: pid 0 any; host "" this machine. */
+struct msg_from {
+	uint32_t pid;
+	char host[LINK_NAME_MAX];
 };
 
 #define MSG_REDELIVERED	0x1u	/* = WIRE_DELIVER_REDELIVERED */
@@ -67,7 +88,7 @@ struct wait {
 	struct mbox *mbox;
 	uint64_t req_id;
 	uint32_t max_len;		/* WAIT_RECV */
-	uint32_t from_pid;		/* WAIT_RECV: only from it; 0 any */
+	struct msg_from from;		/* WAIT_RECV: only from it */
 	struct msg *msg;		/* WAIT_SEND, owned */
 	struct loop_timer timer;
 };
@@ -97,13 +118,34 @@ struct mbox {
 	uint32_t unacked;		/* its messages held by receivers */
 };
 
-enum conn_state { CONN_HELLO, CONN_READY, CONN_DEAD };
+enum conn_state { CONN_TLS, CONN_HELLO, CONN_READY, CONN_DEAD };
+
+enum conn_kind {
+	CONN_LOCAL,			/* UNIX socket: a local process */
+	CONN_TCP,			/* TCP, before its first frame */
+	CONN_REMOTE_CLIENT,		/* TCP: a process of another host
+					 * using this broker (tls://) */
+	CONN_LINK_IN,			/* TCP: another broker's link */
+	CONN_LINK_OUT,			/* TCP: our link to another broker */
+};
 
 struct conn {
 	struct loop_watch watch;
 	struct broker *b;
 	uint64_t id;
 	enum conn_state state;
+	enum conn_kind kind;
+	struct tls *tls;		/* TCP: every byte goes through it */
+	int tls_want_write;		/* a read needs the socket writable */
+	int tls_want;			/* handshake: POLLIN or POLLOUT */
+	int connecting;			/* CONN_LINK_OUT: TCP connect going */
+	char addr[64];			/* TCP: the peer's address */
+	struct peer *peer;		/* CONN_LINK_IN: who is sending */
+	struct link *link;		/* CONN_LINK_OUT: whose conn */
+	struct lreq *lreqs;		/* its messages on their way to
+					 * other hosts */
+	int remote_direct;		/* OPTION: takes remote messages */
+	int64_t last_rx_ms;		/* TCP: last bytes from the peer */
 	struct ucred cred;
 	struct proc *proc;		/* from HELLO on */
 	struct conn *pnext;		/* the proc's conns */
@@ -138,6 +180,21 @@ struct broker_limits {
 	uint64_t max_bytes_per_uid;	/* queued; 0: no limit */
 	uint32_t hello_timeout_ms;
 	uint32_t direct_wait_ms;	/* for a pid to connect */
+	uint32_t heartbeat_ms;		/* links: PING period; dead after
+					 * LINK_MISSED of them unanswered */
+	uint32_t link_queue;		/* messages per link, queued and in
+					 * flight */
+	uint32_t max_conns_per_addr;	/* TCP connections from one address */
+};
+
+/* A remote identity's uid as seen here: --uid-map IDENTITY:RUID=UID[:GID];
+ * identity "*" any, ruid -1 any. */
+struct uid_map {
+	struct uid_map *next;
+	char *identity;
+	int64_t ruid;
+	uid_t uid;
+	gid_t gid;
 };
 
 /* A connected process (or one that messages wait for): its direct queue
@@ -161,6 +218,7 @@ struct broker_counters {
 	uint64_t err_msgsize, err_refused, err_access, err_quota;
 	uint64_t err_nosuchproc, dropped_proc_gone, dropped_mbox_deleted;
 	uint64_t redelivered, failures_reported, acks, events_dropped;
+	uint64_t tls_refused, link_msgs_out, link_msgs_in, link_repeats;
 };
 
 /* Events for monitors: as ipc.h's enum ipc_event_kind. */
@@ -189,6 +247,18 @@ struct broker {
 	uint64_t started_ns;
 	int listen_fd;
 	struct loop_watch listen_watch;
+	/* --- TCP: links and remote clients --- */
+	int tcp_fd;			/* -1 without --tcp */
+	struct loop_watch tcp_watch;
+	struct tls_ctx *tls_server, *tls_client;
+	char name[LINK_NAME_MAX];	/* how other brokers reach us */
+	uint64_t epoch;			/* random per start */
+	struct uid_map *uid_map;
+	uid_t remote_uid;		/* unmapped remote senders */
+	gid_t remote_gid;
+	struct link *links;		/* ours to other brokers */
+	struct peer *peers;		/* brokers that link to us */
+	uint32_t npeers;
 	struct loop_watch signal_watch;
 	int stopping;
 };
@@ -204,7 +274,7 @@ void quota_free_all(struct broker *b);
 /* A message of len bytes from sender from, charged to its uid.  NULL
  * with *err -EDQUOT (over the uid's byte quota) or -ENOMEM. */
 struct msg *msg_new(struct broker *b, const struct ucred *from, size_t len,
-    int *err);
+    const char *origin, int *err);
 void msg_free(struct msg *msg);
 
 /* --- proc.c ------------------------------------------------------------- */
@@ -256,11 +326,11 @@ void mbox_info(const struct mbox *m, struct wire_mbox_info *out);
  * parked until room comes or timeout_ms passes. */
 void mbox_send(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg, uint32_t timeout_ms);
-/* Receive from m for c (from_pid: only what that process sent; 0: any):
+/* Receive from m for c (from: only what that process sent):
  * answered now (DELIVER or an error), or parked. */
 void mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
-    uint32_t from_pid);
+    const struct msg_from *from);
 /* Forget a parked request without answering it (its conn went away). */
 void wait_cancel(struct broker *b, struct wait *w);
 /* A receiver acknowledged msg: it leaves the books. */
@@ -305,5 +375,56 @@ void conn_event(struct broker *b, enum broker_event kind, uint32_t pid,
     uint64_t msg_id, uint64_t len, int err);
 /* Tell every client the broker stops, and close them all. */
 void conn_close_all(struct broker *b, const char *why);
+/* Accept every pending TCP connection (TLS first). */
+void conn_accept_tcp(struct broker *b);
+/* Our side of a link: a conn on a connecting TCP socket fd.  NULL when
+ * it could not be set up (fd closed). */
+struct conn *conn_new_link(struct broker *b, struct link *l, int fd);
+/* Queue frame f on c, written before the loop next waits. */
+void conn_push(struct conn *c, const struct wire_frame *f);
+/* c is throttled by its unwritten output. */
+int conn_out_full(const struct conn *c);
+/* Map a remote identity's uid to ours. */
+void conn_map_uid(const struct broker *b, const char *identity,
+    int64_t ruid, struct ucred *out);
+
+/* --- link.c ------------------------------------------------------------- */
+
+/* "host:port" for host (no brackets) and port (0: the default). */
+void link_name(const char *host, int port, char *buf, size_t size);
+/* Does the address's host part name this broker? */
+int link_is_self(const struct broker *b, const struct ipc_addr *a);
+/* Forward a send of c (request req_id) to a's host: answered when the
+ * remote broker answers, or with an error now.  msg is consumed. */
+void link_send(struct broker *b, struct conn *c, uint64_t req_id,
+    const struct ipc_addr *a, struct msg *msg, uint32_t timeout_ms);
+/* c is closing: its messages in flight go on unanswered, those not yet
+ * sent are dropped (as a parked local send is). */
+void link_conn_gone(struct broker *b, struct conn *c);
+/* Frames on our side of a link. */
+void link_on_frame(struct conn *c, const struct wire_frame *f);
+/* The link's conn is ready for LINK_HELLO / closed. */
+void link_conn_up(struct conn *c);
+void link_conn_closed(struct conn *c, const char *why);
+/* The link's conn wrote out: more may be sent. */
+void link_pump(struct link *l);
+/* The peer state of a broker that links to us; made on first sight. */
+struct peer *peer_get(struct broker *b, const char *identity,
+    const char *name, uint64_t epoch);
+/* Has seq been answered on this peer?  1 with *code (0: SENT) and
+ * *msg_id; 0 when new (then marked pending); -1 when pending already. */
+int peer_check(struct peer *p, uint64_t seq, uint32_t *code,
+    uint64_t *msg_id);
+void peer_record(struct peer *p, uint64_t seq, uint32_t code,
+    uint64_t msg_id);
+/* The conn that carries peer p's link now, or NULL; set it. */
+struct conn *peer_conn(const struct peer *p);
+void peer_attach(struct peer *p, struct conn *c);
+/* The conn of peer p went: its pending sequence numbers are unanswered. */
+void peer_detach(struct peer *p, struct conn *c);
+const char *peer_name(const struct peer *p);
+/* LINK_INFO for each link (out) and each peer's conn (in). */
+void link_list(struct broker *b, struct conn *c, uint64_t req_id);
+void link_free_all(struct broker *b);
 
 #endif

@@ -14,8 +14,12 @@
 
 #include "broker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +31,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "mysocks.h"
+#include "tls.h"
 
 /* Parked requests per connection.  The library parks at most two (a call
  * and an armed receive); 16 leaves room for pipelining clients.  Picked,
@@ -41,6 +46,15 @@
 
 static void conn_on_io(struct loop_watch *w, uint32_t events);
 static void conn_process(struct conn *c);
+static void conn_read(struct conn *c);
+
+/* Not read now: too many parked requests or unwritten replies. */
+static int
+conn_throttled(const struct conn *c)
+{
+	return c->closing || c->nwaits >= CONN_WAITS_MAX ||
+	    c->out_len - c->out_off >= CONN_OUT_HIGH;
+}
 
 uint64_t
 broker_wall_ns(void)
@@ -62,6 +76,7 @@ conn_free(struct conn *c)
 {
 	if (c == NULL)
 		return;
+	tls_free(c->tls);
 	free(c->in);
 	free(c->out);
 	free(c);
@@ -71,10 +86,38 @@ static void
 conn_hello_expired(struct loop_timer *t)
 {
 	struct conn *c = t->data;
+	int64_t idle;
 
-	log_info("conn %llu (pid %d): no handshake in %u ms, closing",
-	    (unsigned long long)c->id, (int)c->cred.pid,
-	    c->b->lim.hello_timeout_ms);
+	if (c->state == CONN_READY) {
+		/* A link from another broker: it pings every heartbeat;
+		 * one silent for LINK_MISSED of them is dead (or
+		 * half-open: the peer is gone and TCP has not noticed). */
+		idle = loop_now_ms() - c->last_rx_ms;
+		if (idle < 3 * (int64_t)c->b->lim.heartbeat_ms) {
+			loop_timer_set(c->b->loop, &c->hello_timer,
+			    c->last_rx_ms + 3 * (int64_t)c->b->lim.heartbeat_ms);
+			return;
+		}
+		log_warn("link from %s: silent for %lld ms; closing",
+		    c->addr, (long long)idle);
+		conn_close(c);
+		return;
+	}
+	if (c->kind != CONN_LOCAL) {
+		log_info("%s %s: no handshake in %u ms, closing",
+		    c->kind == CONN_LINK_OUT ? "link to" : "tcp conn from",
+		    c->addr, c->b->lim.hello_timeout_ms);
+		if (c->link != NULL)
+			link_conn_closed(c, "no handshake in time");
+		if (c->state == CONN_TLS) {
+			conn_close(c);
+			return;
+		}
+	} else {
+		log_info("conn %llu (pid %d): no handshake in %u ms, closing",
+		    (unsigned long long)c->id, (int)c->cred.pid,
+		    c->b->lim.hello_timeout_ms);
+	}
 	conn_reply_error(c, 0, ETIMEDOUT, 0, "no HELLO in time");
 	c->closing = 1;
 }
@@ -96,8 +139,50 @@ conn_read_comm(struct conn *c)
 	c->comm[n > 0 ? n : 0] = '\0';
 }
 
+/* The textual address of a TCP peer, for logs and per-address limits. */
 static void
-conn_new(struct broker *b, int fd)
+conn_peer_addr(int fd, char *buf, size_t size)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+
+	if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+		if (ss.ss_family == AF_INET) {
+			struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+			inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+			port = ntohs(in->sin_port);
+		} else if (ss.ss_family == AF_INET6) {
+			struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+
+			inet_ntop(AF_INET6, &in6->sin6_addr, host,
+			    sizeof(host));
+			port = ntohs(in6->sin6_port);
+		}
+	}
+	snprintf(buf, size, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+	    port);
+}
+
+/* TCP: small frames leave at once, and a peer that stops acknowledging
+ * what we sent is given up on after LINK_MISSED heartbeats. */
+static void
+conn_tcp_options(struct broker *b, int fd)
+{
+	unsigned timeout = 3 * b->lim.heartbeat_ms;
+	int one = 1;
+
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout,
+	    sizeof(timeout));
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+}
+
+/* A conn on fd (made non-blocking); NULL when refused (fd closed). */
+static struct conn *
+conn_new(struct broker *b, int fd, enum conn_kind kind)
 {
 	socklen_t len = sizeof(struct ucred);
 	struct conn *c;
@@ -108,46 +193,132 @@ conn_new(struct broker *b, int fd)
 		    b->nconns);
 		b->n.err_refused++;
 		closeSocket(fd);
-		return;
+		return NULL;
 	}
 	if ((c = calloc(1, sizeof(*c))) == NULL) {
 		closeSocket(fd);
-		return;
+		return NULL;
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) < 0 ||
-	    nonblockSocket(fd, 1) < 0) {
+	c->kind = kind;
+	if (kind == CONN_LOCAL) {
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred,
+		    &len) < 0) {
+			log_warn("connection dropped: %s", strerror(errno));
+			closeSocket(fd);
+			free(c);
+			return NULL;
+		}
+		c->state = CONN_HELLO;
+	} else {
+		conn_peer_addr(fd, c->addr, sizeof(c->addr));
+		conn_tcp_options(b, fd);
+		c->cred = (struct ucred){ .pid = 0, .uid = b->remote_uid,
+		    .gid = b->remote_gid };
+		c->state = CONN_TLS;
+		c->tls = tls_new(kind == CONN_LINK_OUT ? b->tls_client :
+		    b->tls_server, fd);
+		if (c->tls == NULL) {
+			closeSocket(fd);
+			free(c);
+			return NULL;
+		}
+	}
+	if (nonblockSocket(fd, 1) < 0) {
 		log_warn("connection dropped: %s", strerror(errno));
 		closeSocket(fd);
-		free(c);
-		return;
+		conn_free(c);
+		return NULL;
 	}
 	c->b = b;
 	c->id = ++b->next_conn_id;
-	c->state = CONN_HELLO;
 	c->watch.fd = fd;
 	c->watch.cb = conn_on_io;
 	c->watch.data = c;
 	c->connected_ns = broker_wall_ns();
-	conn_read_comm(c);
+	c->last_rx_ms = loop_now_ms();
+	if (kind == CONN_LOCAL)
+		conn_read_comm(c);
+	else
+		snprintf(c->comm, sizeof(c->comm), "%s",
+		    kind == CONN_LINK_OUT ? "(link)" : "(tcp)");
 	loop_timer_init(&c->hello_timer, conn_hello_expired, c);
-	if ((r = loop_watch_add(b->loop, &c->watch, EPOLLIN)) < 0 ||
+	/* Our side of a link waits for its connect to finish: writable. */
+	if ((r = loop_watch_add(b->loop, &c->watch, kind == CONN_LINK_OUT ?
+	    EPOLLOUT : EPOLLIN)) < 0 ||
 	    (r = loop_timer_set(b->loop, &c->hello_timer,
 	    loop_now_ms() + b->lim.hello_timeout_ms)) < 0) {
 		log_warn("connection dropped: %s", strerror(-r));
 		loop_watch_del(b->loop, &c->watch);
 		closeSocket(fd);
-		free(c);
-		return;
+		conn_free(c);
+		return NULL;
 	}
+	c->connecting = kind == CONN_LINK_OUT;
 	c->next = b->conns;
 	if (b->conns)
 		b->conns->prev = c;
 	b->conns = c;
 	b->nconns++;
 	b->n.conns_total++;
-	log_debug("conn %llu: pid %d uid %u (%s) connected",
-	    (unsigned long long)c->id, (int)c->cred.pid,
-	    (unsigned)c->cred.uid, c->comm);
+	if (kind == CONN_LOCAL)
+		log_debug("conn %llu: pid %d uid %u (%s) connected",
+		    (unsigned long long)c->id, (int)c->cred.pid,
+		    (unsigned)c->cred.uid, c->comm);
+	else
+		log_debug("conn %llu: tcp %s %s", (unsigned long long)c->id,
+		    kind == CONN_LINK_OUT ? "to" : "from", c->addr);
+	return c;
+}
+
+struct conn *
+conn_new_link(struct broker *b, struct link *l, int fd)
+{
+	struct conn *c = conn_new(b, fd, CONN_LINK_OUT);
+
+	if (c != NULL)
+		c->link = l;
+	return c;
+}
+
+/* How many TCP conns come from the host of addr ("host:port"). */
+static uint32_t
+conn_count_addr(const struct broker *b, const char *addr)
+{
+	size_t hlen = strrchr(addr, ':') ? (size_t)(strrchr(addr, ':') -
+	    addr) : strlen(addr);
+	uint32_t n = 0;
+
+	for (const struct conn *c = b->conns; c != NULL; c = c->next)
+		if (c->kind != CONN_LOCAL && c->kind != CONN_LINK_OUT &&
+		    strncmp(c->addr, addr, hlen) == 0 &&
+		    c->addr[hlen] == ':')
+			n++;
+	return n;
+}
+
+void
+conn_accept_tcp(struct broker *b)
+{
+	for (;;) {
+		int fd = acceptServerSocket(b->tcp_fd);
+		char addr[64];
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("accept (tcp): %s", strerror(errno));
+			return;
+		}
+		conn_peer_addr(fd, addr, sizeof(addr));
+		if (conn_count_addr(b, addr) >= b->lim.max_conns_per_addr) {
+			log_warn("tcp connection from %s refused: %u from "
+			    "that address, the limit", addr,
+			    b->lim.max_conns_per_addr);
+			b->n.err_refused++;
+			closeSocket(fd);
+			continue;
+		}
+		conn_new(b, fd, CONN_TCP);
+	}
 }
 
 void
@@ -162,7 +333,7 @@ conn_accept_all(struct broker *b)
 			/* EMFILE and friends: the next round tries again. */
 			return;
 		}
-		conn_new(b, fd);
+		conn_new(b, fd, CONN_LOCAL);
 	}
 }
 
@@ -217,12 +388,19 @@ conn_close(struct conn *c)
 			}
 		c->monitor_id = 0;
 	}
-	if (c->state == CONN_READY) {
+	if (c->state == CONN_READY && c->kind == CONN_LOCAL) {
 		char who[32];
 
 		snprintf(who, sizeof(who), "pid:%d", (int)c->cred.pid);
 		conn_event(b, EV_DISCONNECT, (uint32_t)c->cred.pid,
 		    c->cred.uid, NULL, who, 0, 0, 0);
+	}
+	link_conn_gone(b, c);
+	if (c->peer != NULL) {
+		log_info("link from %s (%s): closed", peer_name(c->peer),
+		    c->addr);
+		peer_detach(c->peer, c);
+		c->peer = NULL;
 	}
 	/* Dead from here on: nothing more is handed to it.  What it was
 	 * handed but never acknowledged goes back, newest first, so the
@@ -230,8 +408,12 @@ conn_close(struct conn *c)
 	c->state = CONN_DEAD;
 	conn_requeue_unacked(c);
 	proc_detach(b, c);
+	if (c->link != NULL)
+		link_conn_closed(c, NULL);
 	loop_timer_del(b->loop, &c->hello_timer);
 	loop_watch_del(b->loop, &c->watch);
+	if (c->tls != NULL)
+		tls_shutdown(c->tls);
 	closeSocket(c->watch.fd);
 	c->watch.fd = -1;
 	if (c->prev)
@@ -259,7 +441,13 @@ conn_want_flush(struct conn *c)
 	}
 }
 
-static void
+int
+conn_out_full(const struct conn *c)
+{
+	return c->out_len - c->out_off >= CONN_OUT_HIGH;
+}
+
+void
 conn_push(struct conn *c, const struct wire_frame *f)
 {
 	size_t len = wire_encoded_len(f);
@@ -363,6 +551,8 @@ conn_reply_error(struct conn *c, uint64_t req_id, int err, uint32_t aux,
 
 	conn_event(c->b, EV_ERROR, (uint32_t)c->cred.pid, c->cred.uid, NULL,
 	    "", 0, 0, err);
+	if (c->peer != NULL)
+		peer_record(c->peer, req_id, wire_code(err), 0);
 
 	f.b.error.code = wire_code(err);
 	f.b.error.aux = aux;
@@ -377,6 +567,8 @@ conn_reply_sent(struct conn *c, uint64_t req_id, const struct msg *msg)
 
 	if (msg->flags & MSG_ASYNC)
 		return;
+	if (c->peer != NULL)
+		peer_record(c->peer, req_id, 0, msg->id);
 	f.b.sent.msg_id = msg->id;
 	conn_push(c, &f);
 }
@@ -403,9 +595,15 @@ conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
     const struct msg *msg)
 {
 	struct wire_frame f = { .type = WIRE_DELIVER, .id = req_id };
-	char sender[32];
+	char sender[16 + LINK_NAME_MAX];
 
-	snprintf(sender, sizeof(sender), "pid:%u", msg->pid);
+	if (msg->origin != NULL)
+		snprintf(sender, sizeof(sender), "pid:%u@%s", msg->pid,
+		    msg->origin);
+	else if (msg->pid != 0)
+		snprintf(sender, sizeof(sender), "pid:%u", msg->pid);
+	else
+		sender[0] = '\0';	/* a remote client: no direct queue */
 	f.b.deliver.msg_id = msg->id;
 	f.b.deliver.enqueue_ns = msg->enqueue_ns;
 	f.b.deliver.pid = msg->pid;
@@ -440,10 +638,15 @@ conn_reply_info(struct conn *c, uint64_t req_id, const struct mbox *m)
 static int
 conn_write(struct conn *c)
 {
+	if (c->state == CONN_TLS || c->connecting)
+		return 0;	/* nothing goes out before the handshake */
 	while (c->out_off < c->out_len) {
 		size_t left = c->out_len - c->out_off;
-		int n = writeSomeSocket(c->watch.fd, c->out + c->out_off,
-		    left > INT32_MAX ? INT32_MAX : (int)left);
+		int want = 0;
+		long n = c->tls != NULL ? tls_write(c->tls, c->out + c->out_off,
+		    left, &want) : writeSomeSocket(c->watch.fd,
+		    c->out + c->out_off, left > INT32_MAX ? INT32_MAX :
+		    (int)left);
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -467,11 +670,17 @@ conn_update_events(struct conn *c)
 {
 	uint32_t ev = 0;
 
-	if (!c->closing && c->nwaits < CONN_WAITS_MAX &&
-	    c->out_len - c->out_off < CONN_OUT_HIGH)
-		ev |= EPOLLIN;
-	if (c->out_len > c->out_off)
-		ev |= EPOLLOUT;
+	if (c->connecting) {
+		ev = EPOLLOUT;
+	} else if (c->state == CONN_TLS) {
+		ev = c->tls_want == POLLOUT ? EPOLLOUT : EPOLLIN;
+	} else {
+		if (!c->closing && c->nwaits < CONN_WAITS_MAX &&
+		    c->out_len - c->out_off < CONN_OUT_HIGH)
+			ev |= EPOLLIN;
+		if (c->out_len > c->out_off || c->tls_want_write)
+			ev |= EPOLLOUT;
+	}
 	if (loop_watch_mod(c->b->loop, &c->watch, ev) < 0)
 		conn_close(c);
 }
@@ -524,6 +733,12 @@ conn_flush_all(struct broker *b)
 		 * it may queue more replies (and put c back on the
 		 * list). */
 		conn_process(c);
+		/* Bytes TLS decrypted already are not seen by epoll. */
+		if (c->tls != NULL && c->state == CONN_READY &&
+		    !conn_throttled(c) && tls_pending(c->tls))
+			conn_read(c);
+		if (c->link != NULL && c->state == CONN_READY)
+			link_pump(c->link);
 		if (c->state != CONN_DEAD)
 			conn_update_events(c);
 	}
@@ -563,6 +778,79 @@ conn_violation(struct conn *c, uint64_t req_id, int err, const char *why)
 	c->closing = 1;
 }
 
+void
+conn_map_uid(const struct broker *b, const char *identity, int64_t ruid,
+    struct ucred *out)
+{
+	const struct uid_map *best = NULL;
+	int best_score = -1;
+
+	/* The most specific entry wins: identity and uid, then identity
+	 * and any uid, then any identity and the uid, then any. */
+	for (const struct uid_map *m = b->uid_map; m != NULL; m = m->next) {
+		int id_any = strcmp(m->identity, "*") == 0;
+		int score;
+
+		if (!id_any && strcmp(m->identity, identity) != 0)
+			continue;
+		if (m->ruid != -1 && m->ruid != ruid)
+			continue;
+		score = (id_any ? 0 : 2) + (m->ruid == -1 ? 0 : 1);
+		if (score > best_score) {
+			best = m;
+			best_score = score;
+		}
+	}
+	out->uid = best ? best->uid : b->remote_uid;
+	out->gid = best ? best->gid : b->remote_gid;
+}
+
+/* Another broker opens its link to us. */
+static void
+conn_on_link_hello(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_link_hello *h = &f->b.link_hello;
+	struct wire_frame w = { .type = WIRE_WELCOME, .id = f->id };
+	char name[LINK_NAME_MAX];
+	struct peer *p;
+
+	if (h->magic != WIRE_MAGIC || h->version_min > WIRE_VERSION ||
+	    h->version_max < WIRE_VERSION) {
+		conn_violation(c, f->id, EPROTO,
+		    "bad magic or no protocol version in common");
+		return;
+	}
+	if (h->name.len == 0 || wire_str_copy(h->name, name,
+	    sizeof(name)) < 0) {
+		conn_violation(c, f->id, EPROTO, "bad broker name");
+		return;
+	}
+	if ((p = peer_get(c->b, tls_peer(c->tls), name, h->epoch)) == NULL) {
+		conn_violation(c, f->id, ENOMEM, "too many brokers");
+		return;
+	}
+	/* A broker that reconnects while its old link still looks alive
+	 * here (half-open): the old one is dead, and what it had parked
+	 * will be sent again on this one. */
+	if (peer_conn(p) != NULL) {
+		log_info("link from %s: replaced by a new connection", name);
+		conn_close(peer_conn(p));
+	}
+	peer_attach(p, c);
+	c->peer = p;
+	c->kind = CONN_LINK_IN;
+	c->state = CONN_READY;
+	c->last_rx_ms = loop_now_ms();
+	/* The handshake timer now watches for silence. */
+	loop_timer_set(c->b->loop, &c->hello_timer, loop_now_ms() +
+	    3 * (int64_t)c->b->lim.heartbeat_ms);
+	log_info("link from %s (%s, %s) up", name, tls_peer(c->tls), c->addr);
+	w.b.welcome.version = WIRE_VERSION;
+	w.b.welcome.max_payload = c->b->lim.max_payload;
+	w.b.welcome.conn_id = c->id;
+	conn_push(c, &w);
+}
+
 static void
 conn_on_hello(struct conn *c, const struct wire_frame *f)
 {
@@ -570,6 +858,10 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 	char who[32];
 	int r;
 
+	if (f->type == WIRE_LINK_HELLO && c->kind == CONN_TCP) {
+		conn_on_link_hello(c, f);
+		return;
+	}
 	if (f->type != WIRE_HELLO) {
 		conn_violation(c, f->id, EPROTO, "first frame is not HELLO");
 		return;
@@ -584,7 +876,14 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 		    "no protocol version in common");
 		return;
 	}
-	if ((r = proc_attach(c->b, c)) < 0) {
+	if (c->kind == CONN_TCP) {
+		/* A process of another host, authenticated as its
+		 * identity: it has the mapped uid and no direct queue. */
+		c->kind = CONN_REMOTE_CLIENT;
+		conn_map_uid(c->b, tls_peer(c->tls), -1, &c->cred);
+		log_info("remote client %s (%s) connected as uid %u",
+		    c->addr, tls_peer(c->tls), (unsigned)c->cred.uid);
+	} else if ((r = proc_attach(c->b, c)) < 0) {
 		conn_violation(c, f->id, -r, r == -ENOMEM ? "out of memory" :
 		    "cannot tell which process this is");
 		return;
@@ -606,32 +905,52 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 /* What a request may do to a mailbox, by its mode. */
 enum conn_access { ACCESS_NONE = 0, ACCESS_WRITE = 2, ACCESS_READ = 4 };
 
-/* Resolve an address in a request: a mailbox (checked against access),
- * or for a send "pid:P" (the process's queue).  NULL with the error
- * replied when there is none. */
+/* Parse an address in a request; -1 with the error replied. */
+static int
+conn_parse_addr(struct conn *c, uint64_t req_id, struct wire_bytes text,
+    struct ipc_addr *a)
+{
+	char buf[IPC_ADDR_MAX];
+
+	if (wire_str_copy(text, buf, sizeof(buf)) < 0 ||
+	    ipc_addr_parse(buf, a) < 0) {
+		conn_reply_error(c, req_id, EINVAL, 0,
+		    ipc_addr_why(buf) ? ipc_addr_why(buf) : "bad address");
+		return -1;
+	}
+	return 0;
+}
+
+/* Does process p take messages from other hosts (one of its conns
+ * said so with OPTION)? */
+static int
+conn_proc_takes_remote(const struct proc *p)
+{
+	for (const struct conn *o = p->conns; o != NULL; o = o->pnext)
+		if (o->remote_direct)
+			return 1;
+	return 0;
+}
+
+/* Resolve a parsed address on this broker for a request of c made as
+ * cred: a mailbox (checked against access), or for a send "pid:P" (the
+ * process's queue).  NULL with the error replied when there is none. */
 static struct mbox *
-conn_resolve(struct conn *c, uint64_t req_id, struct wire_bytes text,
-    enum conn_access access)
+conn_resolve_addr(struct conn *c, uint64_t req_id, const struct ipc_addr *a,
+    enum conn_access access, const struct ucred *cred)
 {
 	struct broker *b = c->b;
-	char buf[IPC_ADDR_MAX];
-	struct ipc_addr a;
 	struct proc *p;
 	struct mbox *m;
 	int err = 0;
 
-	if (wire_str_copy(text, buf, sizeof(buf)) < 0 ||
-	    ipc_addr_parse(buf, &a) < 0) {
-		conn_reply_error(c, req_id, EINVAL, 0,
-		    ipc_addr_why(buf) ? ipc_addr_why(buf) : "bad address");
+	if (!link_is_self(b, a)) {
+		conn_reply_error(c, req_id, ENOTSUP, 0, access ==
+		    ACCESS_WRITE ? "a broker does not forward to a third host" :
+		    "a mailbox of another host can only be sent to");
 		return NULL;
 	}
-	if (a.host[0] != '\0') {
-		conn_reply_error(c, req_id, ENOTSUP, 0,
-		    "remote addresses are not served yet");
-		return NULL;
-	}
-	if (a.kind == IPC_ADDR_PID) {
+	if (a->kind == IPC_ADDR_PID) {
 		/* Anyone may send to a process; only it receives. */
 		if (access != ACCESS_WRITE) {
 			b->n.err_access++;
@@ -639,20 +958,32 @@ conn_resolve(struct conn *c, uint64_t req_id, struct wire_bytes text,
 			    "only the process itself reads its queue");
 			return NULL;
 		}
-		if ((p = proc_for_send(b, a.pid, &err)) == NULL) {
+		if ((p = proc_for_send(b, a->pid, &err)) == NULL) {
 			b->n.err_nosuchproc++;
 			conn_reply_error(c, req_id, -err, 0, err == -ESRCH ?
 			    "no such process" : "out of memory");
 			return NULL;
 		}
+		/* From another host: only to a process that said it
+		 * takes such messages, and it must be connected to say
+		 * so (a remote sender does not wait for it). */
+		if (c->kind == CONN_LINK_IN && !conn_proc_takes_remote(p)) {
+			b->n.err_access++;
+			conn_reply_error(c, req_id, p->nconns ? EACCES : ESRCH,
+			    0, p->nconns ? "the process takes no messages "
+			    "from other hosts" : "the process is not "
+			    "connected");
+			proc_release_if_idle(b, p);
+			return NULL;
+		}
 		return &p->q;
 	}
-	if ((m = mbox_find(b, a.name, strlen(a.name))) == NULL) {
+	if ((m = mbox_find(b, a->name, strlen(a->name))) == NULL) {
 		b->n.err_nomailbox++;
 		conn_reply_error(c, req_id, ENOENT, 0, "no such mailbox");
 		return NULL;
 	}
-	if (access != ACCESS_NONE && !mbox_may(m, &c->cred, access)) {
+	if (access != ACCESS_NONE && !mbox_may(m, cred, access)) {
 		b->n.err_access++;
 		conn_reply_error(c, req_id, EACCES, 0, access == ACCESS_READ ?
 		    "the mailbox's mode forbids receiving" :
@@ -660,6 +991,18 @@ conn_resolve(struct conn *c, uint64_t req_id, struct wire_bytes text,
 		return NULL;
 	}
 	return m;
+}
+
+/* Resolve an address of a request of c's own. */
+static struct mbox *
+conn_resolve(struct conn *c, uint64_t req_id, struct wire_bytes text,
+    enum conn_access access)
+{
+	struct ipc_addr a;
+
+	if (conn_parse_addr(c, req_id, text, &a) < 0)
+		return NULL;
+	return conn_resolve_addr(c, req_id, &a, access, &c->cred);
 }
 
 /* Only the owner or root may change or delete a mailbox. */
@@ -678,61 +1021,158 @@ conn_resolve_owned(struct conn *c, uint64_t req_id, struct wire_bytes name)
 	return m;
 }
 
+/* Check a send's size and flags, then make its message as cred with
+ * the payload copied in.  NULL with the error replied. */
+static struct msg *
+conn_make_msg(struct conn *c, uint64_t req_id, uint32_t flags,
+    struct wire_bytes payload, const struct ucred *cred, const char *origin)
+{
+	struct broker *b = c->b;
+	struct msg *msg;
+	int err;
+
+	if ((flags & ~WIRE_SEND_ASYNC) != 0) {
+		conn_reply_error(c, req_id, EINVAL, 0, "unknown SEND flags");
+		return NULL;
+	}
+	if (payload.len > b->lim.max_payload) {
+		b->n.err_msgsize++;
+		conn_reply_error(c, req_id, EMSGSIZE, b->lim.max_payload,
+		    "message over the broker's size limit");
+		return NULL;
+	}
+	if ((msg = msg_new(b, cred, payload.len, origin, &err)) == NULL) {
+		if (err == -EDQUOT)
+			b->n.err_quota++;
+		conn_reply_error(c, req_id, -err, 0, err == -EDQUOT ?
+		    "your quota of queued bytes is used up" :
+		    "out of memory");
+		return NULL;
+	}
+	if (msg->len)
+		memcpy(msg->data, payload.p, msg->len);
+	msg->sender_conn = c->id;
+	msg->sender_req = req_id;
+	if (flags & WIRE_SEND_ASYNC)
+		msg->flags |= MSG_ASYNC;
+	c->msgs_sent++;
+	return msg;
+}
+
+/* Hand msg to m (resolved for it): an async sender is not waiting, so
+ * the broker does not wait for room on its behalf either. */
+static void
+conn_deliver_to(struct conn *c, uint64_t req_id, struct mbox *m,
+    struct msg *msg, uint32_t timeout_ms)
+{
+	mbox_send(c->b, m, c, req_id, msg, (msg->flags & MSG_ASYNC) ? 0 :
+	    timeout_ms);
+	/* A process that was only looked up for this send is not kept. */
+	if (m->owner != NULL)
+		proc_release_if_idle(c->b, m->owner);
+}
+
 static void
 conn_on_send(struct conn *c, const struct wire_frame *f)
 {
 	const struct wire_send *s = &f->b.send;
-	struct broker *b = c->b;
+	struct ipc_addr a;
 	struct msg *msg;
 	struct mbox *m;
-	int err;
 
-	if ((s->flags & ~WIRE_SEND_ASYNC) != 0) {
-		conn_reply_error(c, f->id, EINVAL, 0, "unknown SEND flags");
+	if (conn_parse_addr(c, f->id, s->dest, &a) < 0)
+		return;
+	if (!link_is_self(c->b, &a)) {
+		/* For another host: the link answers when it does. */
+		if ((msg = conn_make_msg(c, f->id, s->flags, s->payload,
+		    &c->cred, NULL)) != NULL)
+			link_send(c->b, c, f->id, &a, msg, s->timeout_ms);
 		return;
 	}
-	if (s->payload.len > b->lim.max_payload) {
-		b->n.err_msgsize++;
-		conn_reply_error(c, f->id, EMSGSIZE, b->lim.max_payload,
-		    "message over the broker's size limit");
+	if ((m = conn_resolve_addr(c, f->id, &a, ACCESS_WRITE,
+	    &c->cred)) == NULL)
+		return;
+	if ((msg = conn_make_msg(c, f->id, s->flags, s->payload, &c->cred,
+	    NULL)) == NULL) {
+		if (m->owner != NULL)
+			proc_release_if_idle(c->b, m->owner);
 		return;
 	}
-	if ((m = conn_resolve(c, f->id, s->dest, ACCESS_WRITE)) == NULL)
+	conn_deliver_to(c, f->id, m, msg, s->timeout_ms);
+}
+
+/* A message from another broker's link: the header id is its sequence
+ * number, answered once however often it comes. */
+static void
+conn_on_link_send(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_link_send *s = &f->b.link_send;
+	struct broker *b = c->b;
+	struct ucred cred = { .pid = (pid_t)s->pid };
+	uint64_t msg_id;
+	uint32_t code;
+	struct ipc_addr a;
+	struct msg *msg;
+	struct mbox *m;
+	int r;
+
+	if (f->id == 0) {
+		conn_violation(c, 0, EPROTO, "LINK_SEND without a sequence "
+		    "number");
 		return;
-	if ((msg = msg_new(b, &c->cred, s->payload.len, &err)) == NULL) {
-		if (err == -EDQUOT)
-			b->n.err_quota++;
-		conn_reply_error(c, f->id, -err, 0, err == -EDQUOT ?
-		    "your quota of queued bytes is used up" :
-		    "out of memory");
+	}
+	if ((r = peer_check(c->peer, f->id, &code, &msg_id)) > 0) {
+		/* Sent again after a reconnect: the same answer. */
+		struct wire_frame w = { .id = f->id };
+
+		b->n.link_repeats++;
+		if (code == 0) {
+			w.type = WIRE_SENT;
+			w.b.sent.msg_id = msg_id;
+		} else {
+			w.type = WIRE_ERROR;
+			w.b.error.code = code;
+			w.b.error.text = wire_str("failed (answer repeated)");
+		}
+		conn_push(c, &w);
+		return;
+	}
+	if (r < 0) {
+		conn_violation(c, f->id, EPROTO, "sequence number repeated "
+		    "while its message waits");
+		return;
+	}
+	b->n.link_msgs_in++;
+	c->msgs_received++;
+	conn_map_uid(b, tls_peer(c->tls), s->uid, &cred);
+	if (conn_parse_addr(c, f->id, s->dest, &a) < 0 ||
+	    (m = conn_resolve_addr(c, f->id, &a, ACCESS_WRITE,
+	    &cred)) == NULL)
+		return;
+	if ((msg = conn_make_msg(c, f->id, s->flags, s->payload, &cred,
+	    peer_name(c->peer))) == NULL) {
 		if (m->owner != NULL)
 			proc_release_if_idle(b, m->owner);
 		return;
 	}
-	if (msg->len)
-		memcpy(msg->data, s->payload.p, msg->len);
-	msg->sender_conn = c->id;
-	msg->sender_req = f->id;
-	if (s->flags & WIRE_SEND_ASYNC)
-		msg->flags |= MSG_ASYNC;
-	c->msgs_sent++;
-	/* An async sender is not waiting: the broker does not wait for
-	 * room on its behalf either. */
-	mbox_send(b, m, c, f->id, msg, (s->flags & WIRE_SEND_ASYNC) ? 0 :
-	    s->timeout_ms);
-	/* A process that was only looked up for this send is not kept. */
-	if (m->owner != NULL)
-		proc_release_if_idle(b, m->owner);
+	conn_deliver_to(c, f->id, m, msg, s->timeout_ms);
 }
 
 static void
 conn_on_recv(struct conn *c, const struct wire_frame *f)
 {
-	uint32_t from = 0;
+	struct msg_from from = { 0 };
 	struct mbox *m;
 
 	if (f->b.recv.flags != 0) {
 		conn_reply_error(c, f->id, EINVAL, 0, "unknown RECV flags");
+		return;
+	}
+	if (c->proc == NULL && (f->b.recv.source.len == 0 ||
+	    (f->b.recv.source.len > 4 &&
+	    memcmp(f->b.recv.source.p, "pid:", 4) == 0))) {
+		conn_reply_error(c, f->id, ENOTSUP, 0, "a client of another "
+		    "host has no direct queue here; use a mailbox");
 		return;
 	}
 	if (f->b.recv.source.len == 0) {
@@ -740,24 +1180,28 @@ conn_on_recv(struct conn *c, const struct wire_frame *f)
 		m = &c->proc->q;
 	} else if (f->b.recv.source.len > 4 &&
 	    memcmp(f->b.recv.source.p, "pid:", 4) == 0) {
-		/* Selective: what process Q sent to the caller. */
+		/* Selective: what process Q (of this or another host)
+		 * sent to the caller. */
 		char buf[IPC_ADDR_MAX];
 		struct ipc_addr a;
 
 		if (wire_str_copy(f->b.recv.source, buf, sizeof(buf)) < 0 ||
-		    ipc_addr_parse(buf, &a) < 0 || a.host[0] != '\0') {
+		    ipc_addr_parse(buf, &a) < 0 || a.pid <= 0) {
 			conn_reply_error(c, f->id, EINVAL, 0,
 			    "bad sender address");
 			return;
 		}
 		m = &c->proc->q;
-		from = (uint32_t)a.pid;
+		from.pid = (uint32_t)a.pid;
+		if (!link_is_self(c->b, &a))
+			link_name(a.host, a.port, from.host,
+			    sizeof(from.host));
 	} else if ((m = conn_resolve(c, f->id, f->b.recv.source,
 	    ACCESS_READ)) == NULL) {
 		return;
 	}
 	mbox_recv(c->b, m, c, f->id, f->b.recv.max_len, f->b.recv.timeout_ms,
-	    from);
+	    &from);
 }
 
 static void
@@ -910,6 +1354,9 @@ conn_on_clients(struct conn *c, const struct wire_frame *f)
 	for (struct conn *o = c->b->conns; o != NULL; o = o->next) {
 		struct wire_frame r = { .type = WIRE_CLIENT_INFO, .id = f->id };
 
+		/* Links are listed by LINKS. */
+		if (o->kind == CONN_LINK_IN || o->kind == CONN_LINK_OUT)
+			continue;
 		r.b.client.conn_id = o->id;
 		r.b.client.pid = (uint32_t)o->cred.pid;
 		r.b.client.uid = o->cred.uid;
@@ -953,6 +1400,10 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "acks", b->n.acks },
 		{ "failures_reported", b->n.failures_reported },
 		{ "events_dropped", b->n.events_dropped },
+		{ "tls_refused", b->n.tls_refused },
+		{ "link_messages_out", b->n.link_msgs_out },
+		{ "link_messages_in", b->n.link_msgs_in },
+		{ "link_repeats", b->n.link_repeats },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
@@ -979,13 +1430,64 @@ conn_on_monitor(struct conn *c, const struct wire_frame *f)
 }
 
 static void
+conn_on_option(struct conn *c, const struct wire_frame *f)
+{
+	if (f->b.option.option != WIRE_OPT_REMOTE_DIRECT ||
+	    f->b.option.value > 1) {
+		conn_reply_error(c, f->id, EINVAL, 0, "unknown option");
+		return;
+	}
+	if (c->proc == NULL) {
+		conn_reply_error(c, f->id, ENOTSUP, 0, "a client of another "
+		    "host has no direct queue here");
+		return;
+	}
+	c->remote_direct = (int)f->b.option.value;
+	conn_reply_ok(c, f->id);
+}
+
+/* Another broker's link carries its messages and heartbeats only. */
+static void
+conn_dispatch_link(struct conn *c, const struct wire_frame *f)
+{
+	struct wire_frame w = { .type = WIRE_PONG, .id = f->id };
+
+	switch (f->type) {
+	case WIRE_LINK_SEND:
+		conn_on_link_send(c, f);
+		break;
+	case WIRE_PING:
+		w.b.ping = f->b.ping;
+		conn_push(c, &w);
+		break;
+	default:
+		conn_violation(c, f->id, EPROTO, "unexpected frame on a link");
+		break;
+	}
+}
+
+static void
 conn_dispatch(struct conn *c, const struct wire_frame *f)
 {
+	if (c->kind == CONN_LINK_OUT) {
+		link_on_frame(c, f);
+		return;
+	}
 	if (c->state == CONN_HELLO) {
 		conn_on_hello(c, f);
 		return;
 	}
+	if (c->kind == CONN_LINK_IN) {
+		conn_dispatch_link(c, f);
+		return;
+	}
 	switch (f->type) {
+	case WIRE_OPTION:
+		conn_on_option(c, f);
+		break;
+	case WIRE_LINKS:
+		link_list(c->b, c, f->id);
+		break;
 	case WIRE_SEND:
 		conn_on_send(c, f);
 		break;
@@ -1100,25 +1602,90 @@ conn_read(struct conn *c)
 			c->in = p;
 			c->in_cap = cap;
 		}
-		n = readSocket(c->watch.fd, c->in + c->in_len,
-		    (int)(c->in_cap - c->in_len));
+		if (c->tls != NULL) {
+			int tw = 0;
+
+			n = (int)tls_read(c->tls, c->in + c->in_len,
+			    c->in_cap - c->in_len, &tw);
+			c->tls_want_write = n < 0 && errno == EAGAIN &&
+			    tw == POLLOUT;
+		} else {
+			n = readSocket(c->watch.fd, c->in + c->in_len,
+			    (int)(c->in_cap - c->in_len));
+		}
 		if (n == 0 || (n < 0 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)) {
+			if (c->link != NULL)
+				link_conn_closed(c, n == 0 ?
+				    "the peer closed the connection" :
+				    strerror(errno));
 			conn_close(c);
 			return;
 		}
 		if (n < 0)
 			return;
 		c->in_len += (size_t)n;
+		c->last_rx_ms = loop_now_ms();
 		conn_process(c);
-		if (c->state == CONN_DEAD || c->closing ||
-		    c->nwaits >= CONN_WAITS_MAX ||
-		    c->out_len - c->out_off >= CONN_OUT_HIGH)
+		if (c->state == CONN_DEAD || conn_throttled(c))
 			return;
-		/* A short read means the socket is drained for now. */
-		if ((size_t)n < want)
+		/* A short read means the socket is drained for now (TLS
+		 * hands out one record per read: read until EAGAIN). */
+		if (c->tls == NULL && (size_t)n < want)
 			return;
 	}
+}
+
+/* Our side of a link: did the TCP connect work? */
+static int
+conn_connected(struct conn *c)
+{
+	socklen_t len = sizeof(int);
+	int err = 0;
+
+	if (getsockopt(c->watch.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err != 0) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "connect: %s", strerror(err));
+		log_info("link to %s: %s", c->addr, why);
+		link_conn_closed(c, why);
+		conn_close(c);
+		return -1;
+	}
+	c->connecting = 0;
+	conn_peer_addr(c->watch.fd, c->addr, sizeof(c->addr));
+	return 0;
+}
+
+/* Advance the TLS handshake; a peer that fails it is refused before
+ * any frame of it is read. */
+static void
+conn_tls_step(struct conn *c)
+{
+	char why[256];
+	int r = tls_handshake(c->tls, &c->tls_want, why, sizeof(why));
+
+	if (r == 0)
+		return;
+	if (r < 0) {
+		c->b->n.tls_refused++;
+		if (c->kind == CONN_LINK_OUT) {
+			log_warn("link to %s refused: %s", c->addr, why);
+			link_conn_closed(c, why);
+		} else {
+			log_warn("tcp connection from %s refused: %s",
+			    c->addr, why);
+		}
+		conn_close(c);
+		return;
+	}
+	c->state = CONN_HELLO;
+	log_debug("conn %llu: TLS with %s (%s) established",
+	    (unsigned long long)c->id, c->addr, tls_peer(c->tls));
+	if (c->kind == CONN_LINK_OUT)
+		link_conn_up(c);
 }
 
 static void
@@ -1128,8 +1695,19 @@ conn_on_io(struct loop_watch *w, uint32_t events)
 
 	if (c->state == CONN_DEAD)
 		return;
-	if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+	if (c->connecting && conn_connected(c) < 0)
+		return;
+	if (c->state == CONN_TLS) {
+		conn_tls_step(c);
+		if (c->state == CONN_DEAD)
+			return;
+		/* The handshake's last flight may carry data too. */
+		if (c->state != CONN_TLS)
+			conn_read(c);
+	} else if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) ||
+	    (c->tls_want_write && (events & EPOLLOUT))) {
 		conn_read(c);
+	}
 	/* Write (on EPOLLOUT) and update the events before the wait. */
 	if (c->state != CONN_DEAD)
 		conn_want_flush(c);

@@ -381,9 +381,14 @@ mbox_has_room(const struct mbox *m, const struct msg *msg)
 }
 
 static int
-mbox_matches(uint32_t from_pid, const struct msg *msg)
+mbox_matches(const struct msg_from *from, const struct msg *msg)
 {
-	return from_pid == 0 || msg->pid == from_pid;
+	if (from->pid == 0)
+		return 1;
+	if (msg->pid != from->pid)
+		return 0;
+	return msg->origin == NULL ? from->host[0] == '\0' :
+	    strcmp(msg->origin, from->host) == 0;
 }
 
 /* The receiver's buffer is too small for msg: it is told how much it
@@ -436,7 +441,7 @@ msgq_push_head(struct msgq *q, struct msg *msg)
 	q->bytes += msg->len;
 }
 
-static struct msg *mbox_find_msg(struct mbox *m, uint32_t from_pid,
+static struct msg *mbox_find_msg(struct mbox *m, const struct msg_from *from,
     struct msg **prev_out);
 static void msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg);
 
@@ -449,7 +454,7 @@ mbox_feed_receivers(struct broker *b, struct mbox *m)
 
 	for (w = m->receivers.head; w != NULL && m->q.head != NULL;
 	    w = next) {
-		struct msg *prev, *msg = mbox_find_msg(m, w->from_pid, &prev);
+		struct msg *prev, *msg = mbox_find_msg(m, &w->from, &prev);
 		struct conn *rc = w->conn;
 		uint64_t rid = w->req_id;
 
@@ -558,7 +563,7 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			uint64_t rid = w->req_id;
 
 			next = w->next;
-			if (!mbox_matches(w->from_pid, msg))
+			if (!mbox_matches(&w->from, msg))
 				continue;
 			if (msg->len > w->max_len) {
 				mbox_too_big(b, rc, rid, msg->len);
@@ -608,16 +613,16 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 	c->waits->msg = msg;
 }
 
-/* The first queued message that from_pid selects, and the one before it
+/* The first queued message that from selects, and the one before it
  * (NULL at the head).  Selective receive scans; receive-any takes the
  * head at once. */
 static struct msg *
-mbox_find_msg(struct mbox *m, uint32_t from_pid, struct msg **prev_out)
+mbox_find_msg(struct mbox *m, const struct msg_from *from, struct msg **prev_out)
 {
 	struct msg *prev = NULL, *msg;
 
 	for (msg = m->q.head; msg != NULL; prev = msg, msg = msg->next)
-		if (mbox_matches(from_pid, msg))
+		if (mbox_matches(from, msg))
 			break;
 	*prev_out = prev;
 	return msg;
@@ -641,13 +646,13 @@ msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg)
 void
 mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
-    uint32_t from_pid)
+    const struct msg_from *from)
 {
 	struct msg *msg, *prev;
 	struct wait *w;
 	int r;
 
-	if ((msg = mbox_find_msg(m, from_pid, &prev)) != NULL) {
+	if ((msg = mbox_find_msg(m, from, &prev)) != NULL) {
 		if (msg->len > max_len) {
 			/* It stays where it is for a bigger buffer. */
 			mbox_too_big(b, c, req_id, msg->len);
@@ -663,7 +668,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 	 * senders' messages, and this one's order is kept since none of
 	 * its messages is queued). */
 	for (w = m->senders.head; w != NULL; w = w->next) {
-		if (!mbox_matches(from_pid, w->msg))
+		if (!mbox_matches(from, w->msg))
 			continue;
 		if (m->owner != NULL && m->owner->nconns == 0)
 			break;
@@ -688,7 +693,7 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 		return;
 	}
 	c->waits->max_len = max_len;
-	c->waits->from_pid = from_pid;
+	c->waits->from = *from;
 }
 
 int

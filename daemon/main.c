@@ -13,13 +13,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include "broker.h"
 #include "ipc.h"
 #include "log.h"
 #include "mysocks.h"
+#include "tls.h"
 
 static void
 main_usage(FILE *f)
@@ -47,10 +50,27 @@ main_usage(FILE *f)
 "      --handshake-timeout MS (default 5000)\n"
 "      --direct-wait MS       how long a message to pid:P waits for a\n"
 "                             living process to connect (default 1000)\n"
+"\n"
+"Other hosts (every TCP connection is TLS 1.3, mutually authenticated):\n"
+"  -t, --tcp [ADDR:]PORT      accept brokers and remote clients on TCP\n"
+"                             (ADDR default 127.0.0.1; port 0: any free)\n"
+"      --psk FILE             pre-shared key file (ipcctl keygen), or:\n"
+"      --ca FILE --cert FILE --key FILE   X.509: CA, our certificate, key\n"
+"      --name HOST[:PORT]     how other brokers reach this one (default:\n"
+"                             the --tcp address, or the host name)\n"
+"      --uid-map ID:RUID=UID[:GID]  a remote identity's uid (RUID or ID\n"
+"                             may be *) as a local uid; repeatable\n"
+"      --remote-uid UID       uid of unmapped remote senders (65534)\n"
+"      --remote-gid GID       their gid (65534)\n"
+"      --heartbeat MS         link heartbeat; a link silent for three is\n"
+"                             dead (default 2000)\n"
+"      --link-queue N         messages queued per link (default 65536)\n"
+"      --max-conns-per-addr N TCP connections from one address (64)\n"
 "  -h, --help                 show this help\n"
 "  -V, --version              show the version\n"
 "\n"
-"Once listening, ipcd prints 'ipcd: ready on PATH' on standard output.\n"
+"Once listening, ipcd prints 'ipcd: ready on PATH' on standard output\n"
+"(with ', tcp ADDR:PORT' when listening on TCP).\n"
 "SIGTERM or SIGINT stops it: clients are told, the socket is removed.\n");
 }
 
@@ -113,6 +133,100 @@ main_on_listen(struct loop_watch *w, uint32_t events)
 }
 
 static void
+main_on_tcp(struct loop_watch *w, uint32_t events)
+{
+	(void)events;
+	conn_accept_tcp(w->data);
+}
+
+/* "[ADDR:]PORT" or "[v6]:PORT" into host (brackets gone) and port. */
+static int
+main_hostport(const char *opt, const char *s, char *host, size_t size,
+    int *port, const char *default_host)
+{
+	const char *colon = strrchr(s, ':');
+	uint64_t v;
+
+	if (colon == NULL || (s[0] == '[' && colon < strchr(s, ']'))) {
+		snprintf(host, size, "%s", default_host);
+		colon = s - 1;
+	} else {
+		size_t len = (size_t)(colon - s);
+
+		if (s[0] == '[' && len >= 2 && s[len - 1] == ']') {
+			s++;
+			len -= 2;
+		}
+		if (len == 0 || len >= size) {
+			fprintf(stderr, "ipcd: %s: bad address in '%s'\n",
+			    opt, s);
+			return -1;
+		}
+		memcpy(host, s, len);
+		host[len] = '\0';
+	}
+	if (main_number(opt, colon + 1, 0, 65535, &v) < 0)
+		return -1;
+	*port = (int)v;
+	return 0;
+}
+
+static int
+main_uid_map(struct broker *b, const char *s)
+{
+	const char *eq = strrchr(s, '='), *colon;
+	unsigned long long ruid = 0, uid, gid;
+	struct uid_map *m;
+	char *end;
+
+	if (eq == NULL)
+		goto bad;
+	for (colon = eq - 1; colon >= s && *colon != ':'; colon--)
+		;
+	if (colon <= s)
+		goto bad;
+	if (!(eq - colon == 2 && colon[1] == '*')) {
+		errno = 0;
+		ruid = strtoull(colon + 1, &end, 10);
+		if (errno || end != eq || colon[1] == '-' || ruid > UINT32_MAX)
+			goto bad;
+	}
+	errno = 0;
+	uid = strtoull(eq + 1, &end, 10);
+	if (errno || end == eq + 1 || eq[1] == '-' || uid >= UINT32_MAX)
+		goto bad;
+	if (*end == ':') {
+		const char *g = end + 1;
+
+		gid = strtoull(g, &end, 10);
+		if (errno || end == g || *g == '-' || *end || gid >= UINT32_MAX)
+			goto bad;
+	} else if (*end == '\0') {
+		struct passwd *pw = getpwuid((uid_t)uid);
+
+		gid = pw ? pw->pw_gid : uid;
+	} else {
+		goto bad;
+	}
+	if ((m = calloc(1, sizeof(*m))) == NULL ||
+	    (m->identity = strndup(s, (size_t)(colon - s))) == NULL) {
+		free(m);
+		fprintf(stderr, "ipcd: out of memory\n");
+		return -1;
+	}
+	m->ruid = eq - colon == 2 && colon[1] == '*' ? -1 : (int64_t)ruid;
+	m->uid = (uid_t)uid;
+	m->gid = (gid_t)gid;
+	m->next = b->uid_map;
+	b->uid_map = m;
+	return 0;
+bad:
+	fprintf(stderr, "ipcd: --uid-map: '%s' is not IDENTITY:RUID=UID[:GID] "
+	    "(RUID and IDENTITY may be *)\n", s);
+	return -1;
+}
+
+static void
 main_on_signal(struct loop_watch *w, uint32_t events)
 {
 	struct broker *b = w->data;
@@ -150,7 +264,9 @@ int
 main(int argc, char **argv)
 {
 	enum { O_MAXMSG = 256, O_CAP, O_MAXBYTES, O_MAXCONN, O_MAXMBOX,
-	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT };
+	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT, O_PSK, O_CA,
+	    O_CERT, O_KEY, O_NAME, O_UIDMAP, O_RUID, O_RGID, O_HEARTBEAT,
+	    O_LINKQ, O_PERADDR };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -167,13 +283,29 @@ main(int argc, char **argv)
 		    O_MAXBYTESUID },
 		{ "handshake-timeout", required_argument, NULL, O_HELLO },
 		{ "direct-wait", required_argument, NULL, O_DIRECTWAIT },
+		{ "tcp", required_argument, NULL, 't' },
+		{ "psk", required_argument, NULL, O_PSK },
+		{ "ca", required_argument, NULL, O_CA },
+		{ "cert", required_argument, NULL, O_CERT },
+		{ "key", required_argument, NULL, O_KEY },
+		{ "name", required_argument, NULL, O_NAME },
+		{ "uid-map", required_argument, NULL, O_UIDMAP },
+		{ "remote-uid", required_argument, NULL, O_RUID },
+		{ "remote-gid", required_argument, NULL, O_RGID },
+		{ "heartbeat", required_argument, NULL, O_HEARTBEAT },
+		{ "link-queue", required_argument, NULL, O_LINKQ },
+		{ "max-conns-per-addr", required_argument, NULL, O_PERADDR },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct broker b;
 	char path[PATH_MAX];
-	const char *socket_opt = NULL, *pidfile = NULL;
+	const char *socket_opt = NULL, *pidfile = NULL, *tcp_opt = NULL;
+	const char *name_opt = NULL;
+	struct tls_conf tconf = { 0 };
+	char tcp_host[IPC_HOST_MAX + 1] = "", tls_why[256];
+	int tcp_port = 0;
 	int daemonize = 0, c, sfd, rc = 0, ready_pipe[2] = { -1, -1 };
 	uint64_t v;
 	sigset_t mask;
@@ -186,8 +318,64 @@ main(int argc, char **argv)
 	b.lim.max_mailboxes = 65536;
 	b.lim.hello_timeout_ms = 5000;
 	b.lim.direct_wait_ms = 1000;
-	while ((c = getopt_long(argc, argv, "s:dp:l:hV", opts, NULL)) != -1) {
+	b.lim.heartbeat_ms = 2000;
+	b.lim.link_queue = 65536;
+	b.lim.max_conns_per_addr = 64;
+	b.remote_uid = 65534;
+	b.remote_gid = 65534;
+	b.tcp_fd = -1;
+	while ((c = getopt_long(argc, argv, "s:dp:l:t:hV", opts, NULL)) != -1) {
 		switch (c) {
+		case 't':
+			tcp_opt = optarg;
+			break;
+		case O_PSK:
+			tconf.psk_file = optarg;
+			break;
+		case O_CA:
+			tconf.ca_file = optarg;
+			break;
+		case O_CERT:
+			tconf.cert_file = optarg;
+			break;
+		case O_KEY:
+			tconf.key_file = optarg;
+			break;
+		case O_NAME:
+			name_opt = optarg;
+			break;
+		case O_UIDMAP:
+			if (main_uid_map(&b, optarg) < 0)
+				return 2;
+			break;
+		case O_RUID:
+		case O_RGID:
+			if (main_number(c == O_RUID ? "--remote-uid" :
+			    "--remote-gid", optarg, 0, UINT32_MAX - 1, &v) < 0)
+				return 2;
+			if (c == O_RUID)
+				b.remote_uid = (uid_t)v;
+			else
+				b.remote_gid = (gid_t)v;
+			break;
+		case O_HEARTBEAT:
+			if (main_number("--heartbeat", optarg, 10, 600000,
+			    &v) < 0)
+				return 2;
+			b.lim.heartbeat_ms = (uint32_t)v;
+			break;
+		case O_LINKQ:
+			if (main_number("--link-queue", optarg, 1, 1u << 24,
+			    &v) < 0)
+				return 2;
+			b.lim.link_queue = (uint32_t)v;
+			break;
+		case O_PERADDR:
+			if (main_number("--max-conns-per-addr", optarg, 1,
+			    1u << 20, &v) < 0)
+				return 2;
+			b.lim.max_conns_per_addr = (uint32_t)v;
+			break;
 		case 's':
 			socket_opt = optarg;
 			break;
@@ -277,6 +465,25 @@ main(int argc, char **argv)
 		main_usage(stderr);
 		return 2;
 	}
+	if (tcp_opt != NULL && main_hostport("--tcp", tcp_opt, tcp_host,
+	    sizeof(tcp_host), &tcp_port, "127.0.0.1") < 0)
+		return 2;
+	if (tconf.psk_file || tconf.ca_file || tconf.cert_file ||
+	    tconf.key_file) {
+		if (tls_ctx_new(&tconf, 1, &b.tls_server, tls_why,
+		    sizeof(tls_why)) < 0 || tls_ctx_new(&tconf, 0,
+		    &b.tls_client, tls_why, sizeof(tls_why)) < 0) {
+			fprintf(stderr, "ipcd: TLS: %s\n", tls_why);
+			return 2;
+		}
+	} else if (tcp_opt != NULL) {
+		/* No unauthenticated or unencrypted mode, loopback or not. */
+		fprintf(stderr, "ipcd: --tcp needs --psk FILE, or --ca, "
+		    "--cert and --key\n");
+		return 2;
+	}
+	if (getrandom(&b.epoch, sizeof(b.epoch), 0) != sizeof(b.epoch))
+		b.epoch = (uint64_t)broker_wall_ns() ^ (uint64_t)getpid();
 	if (socket_opt != NULL) {
 		if (strlen(socket_opt) >= sizeof(path)) {
 			fprintf(stderr, "ipcd: --socket: path too long\n");
@@ -328,8 +535,13 @@ main(int argc, char **argv)
 			close(ready_pipe[1]);
 			if (read(ready_pipe[0], &ok, 1) != 1)
 				return 1;
-			printf("ipcd: ready on %s (pid %ld)\n", path,
-			    (long)pid);
+			if (tcp_opt != NULL)
+				printf("ipcd: ready on %s, tcp %s:%d (pid "
+				    "%ld)\n", path, tcp_host, tcp_port,
+				    (long)pid);
+			else
+				printf("ipcd: ready on %s (pid %ld)\n", path,
+				    (long)pid);
 			return 0;
 		}
 		close(ready_pipe[0]);
@@ -337,6 +549,39 @@ main(int argc, char **argv)
 		if (chdir("/") < 0) {
 			/* Harmless: we open no relative paths. */
 		}
+	}
+	if (tcp_opt != NULL) {
+		if ((b.tcp_fd = serverSocketBind(tcp_host, tcp_port)) < 0 ||
+		    nonblockSocket(b.tcp_fd, 1) < 0) {
+			fprintf(stderr, "ipcd: listen on tcp %s:%d: %s\n",
+			    tcp_host, tcp_port, strerror(errno));
+			unlink(path);
+			return 1;
+		}
+		tcp_port = portSocket(b.tcp_fd);
+	}
+	if (name_opt != NULL) {
+		char h[IPC_HOST_MAX + 1];
+		int p;
+
+		if (main_hostport("--name", strrchr(name_opt, ':') &&
+		    name_opt[strlen(name_opt) - 1] != ']' ? name_opt : "",
+		    h, sizeof(h), &p, name_opt) < 0) {
+			unlink(path);
+			return 2;
+		}
+		link_name(h, p ? p : tcp_port, b.name, sizeof(b.name));
+	} else {
+		char h[IPC_HOST_MAX + 1] = "localhost";
+
+		/* A specific address reaches us; a wildcard one needs our
+		 * name. */
+		if (tcp_opt != NULL && strcmp(tcp_host, "0.0.0.0") != 0 &&
+		    strcmp(tcp_host, "::") != 0)
+			snprintf(h, sizeof(h), "%s", tcp_host);
+		else if (gethostname(h, sizeof(h) - 1) < 0)
+			snprintf(h, sizeof(h), "localhost");
+		link_name(h, tcp_port, b.name, sizeof(b.name));
 	}
 	if ((b.loop = loop_new()) == NULL || mbox_table_init(&b) < 0 ||
 	    proc_table_init(&b) < 0 ||
@@ -356,8 +601,12 @@ main(int argc, char **argv)
 	    .cb = main_on_listen, .data = &b };
 	b.signal_watch = (struct loop_watch){ .fd = sfd,
 	    .cb = main_on_signal, .data = &b };
+	b.tcp_watch = (struct loop_watch){ .fd = b.tcp_fd,
+	    .cb = main_on_tcp, .data = &b };
 	if (loop_watch_add(b.loop, &b.listen_watch, EPOLLIN) < 0 ||
-	    loop_watch_add(b.loop, &b.signal_watch, EPOLLIN) < 0) {
+	    loop_watch_add(b.loop, &b.signal_watch, EPOLLIN) < 0 ||
+	    (b.tcp_fd >= 0 && loop_watch_add(b.loop, &b.tcp_watch,
+	    EPOLLIN) < 0)) {
 		log_error("epoll: %s", strerror(errno));
 		unlink(path);
 		return 1;
@@ -369,6 +618,10 @@ main(int argc, char **argv)
 	}
 	log_info("listening on %s (max message %u bytes, %u connections)",
 	    path, b.lim.max_payload, b.lim.max_connections);
+	if (b.tcp_fd >= 0)
+		log_info("listening on tcp %s:%d (TLS 1.3, %s), known to "
+		    "other brokers as %s", tcp_host, tcp_port,
+		    tconf.psk_file ? "pre-shared key" : "X.509", b.name);
 	if (daemonize) {
 		int null = open("/dev/null", O_RDWR | O_CLOEXEC);
 
@@ -382,14 +635,30 @@ main(int argc, char **argv)
 			close(null);
 		}
 	} else {
-		printf("ipcd: ready on %s\n", path);
+		if (tcp_opt != NULL)
+			printf("ipcd: ready on %s, tcp %s:%d\n", path,
+			    tcp_host, tcp_port);
+		else
+			printf("ipcd: ready on %s\n", path);
 		fflush(stdout);
 	}
 
 	if ((rc = loop_run(b.loop)) < 0)
 		log_error("event loop: %s", strerror(-rc));
 	conn_close_all(&b, "the broker is stopping");
+	link_free_all(&b);
 	closeSocket(b.listen_fd);
+	if (b.tcp_fd >= 0)
+		closeSocket(b.tcp_fd);
+	tls_ctx_free(b.tls_server);
+	tls_ctx_free(b.tls_client);
+	while (b.uid_map != NULL) {
+		struct uid_map *m = b.uid_map;
+
+		b.uid_map = m->next;
+		free(m->identity);
+		free(m);
+	}
 	unlink(path);
 	if (pidfile != NULL)
 		unlink(pidfile);

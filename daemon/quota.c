@@ -52,9 +52,11 @@ quota_free_all(struct broker *b)
 }
 
 struct msg *
-msg_new(struct broker *b, const struct ucred *from, size_t len, int *err)
+msg_new(struct broker *b, const struct ucred *from, size_t len,
+    const char *origin, int *err)
 {
 	struct quota *q = quota_get(b, from->uid);
+	size_t olen = origin ? strlen(origin) + 1 : 0;
 	struct msg *msg;
 
 	if (q == NULL) {
@@ -67,7 +69,7 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int *err)
 		*err = -EDQUOT;
 		return NULL;
 	}
-	if ((msg = malloc(sizeof(*msg) + len)) == NULL) {
+	if ((msg = malloc(sizeof(*msg) + len + olen)) == NULL) {
 		*err = -ENOMEM;
 		return NULL;
 	}
@@ -80,6 +82,10 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int *err)
 	msg->uid = from->uid;
 	msg->gid = from->gid;
 	msg->len = (uint32_t)len;
+	if (origin != NULL) {
+		memcpy(msg->data + len, origin, olen);
+		msg->origin = (const char *)msg->data + len;
+	}
 	q->bytes += len;
 	return msg;
 }

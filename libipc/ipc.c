@@ -1197,6 +1197,58 @@ ipc_counters(struct ipc_conn *c,
 	    (void (*)(void))cb, arg);
 }
 
+static int
+ipc_link_item(const struct wire_frame *f, void *arg)
+{
+	struct ipc_list_ctx *x = arg;
+	int (*cb)(const struct ipc_link_info *, void *) =
+	    (int (*)(const struct ipc_link_info *, void *))x->cb;
+	const struct wire_link_info *w = &f->b.link;
+	struct ipc_link_info info = { 0 };
+
+	if (f->type != WIRE_LINK_INFO ||
+	    wire_str_copy(w->peer, info.peer, sizeof(info.peer)) < 0 ||
+	    wire_str_copy(w->identity, info.identity,
+	    sizeof(info.identity)) < 0 ||
+	    wire_str_copy(w->last_error, info.last_error,
+	    sizeof(info.last_error)) < 0)
+		return -EPROTO;
+	info.incoming = w->direction == WIRE_LINK_IN;
+	info.state = w->state <= WIRE_LINK_UP ?
+	    (enum ipc_link_state)w->state : IPC_LINK_DOWN;
+	info.queued = w->queued;
+	info.in_flight = w->in_flight;
+	info.msgs_out = w->msgs_out;
+	info.msgs_in = w->msgs_in;
+	info.failed = w->failed;
+	info.reconnects = w->reconnects;
+	info.rtt_us = w->rtt_us;
+	return cb(&info, x->arg);
+}
+
+int
+ipc_links(struct ipc_conn *c,
+    int (*cb)(const struct ipc_link_info *info, void *arg), void *arg)
+{
+	return ipc_walk(c, WIRE_LINKS, ipc_link_item, (void (*)(void))cb,
+	    arg);
+}
+
+int
+ipc_accept_remote(struct ipc_conn *c, int on)
+{
+	struct wire_frame req = { .type = WIRE_OPTION }, rep;
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	req.b.option.option = WIRE_OPT_REMOTE_DIRECT;
+	req.b.option.value = on ? 1 : 0;
+	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+		return ipc_fail(r);
+	return rep.type == WIRE_OK ? 0 : ipc_fail(-EPROTO);
+}
+
 /* --- monitoring --------------------------------------------------------- */
 
 int

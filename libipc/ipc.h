@@ -285,6 +285,15 @@ int ipc_recv_arm(struct ipc_conn *c, const char *from);
 /* --- introspection (what ipcctl shows) --------------------------------- */
 
 /*
+ * ipc_accept_remote - whether this process's direct queue takes messages
+ * from processes on other hosts (on: 1).  Off by default: a message from
+ * another host to pid:P is refused with EACCES unless one of P's
+ * connections turned this on.  Returns 0 or -1 (ENOTSUP on a tls://
+ * connection, which has no direct queue).
+ */
+int ipc_accept_remote(struct ipc_conn *c, int on);
+
+/*
  * The callbacks below are called once per item, in the broker's order;
  * a positive return stops the walk early (the rest is read and dropped),
  * and the function then returns that value.  Pointers passed to a
@@ -318,6 +327,34 @@ struct ipc_client_info {
 /* ipc_clients - every connection (a process may have several). */
 int ipc_clients(struct ipc_conn *c,
     int (*cb)(const struct ipc_client_info *info, void *arg), void *arg);
+
+/* A link between brokers, as ipc_links() reports it. */
+enum ipc_link_state {
+	IPC_LINK_DOWN = 0,	/* waiting to reconnect (or, in: gone) */
+	IPC_LINK_CONNECTING = 1,
+	IPC_LINK_UP = 2,
+};
+
+struct ipc_link_info {
+	int incoming;			/* 0: this broker's link to peer;
+					 * 1: peer's link to this broker */
+	enum ipc_link_state state;
+	char peer[IPC_HOST_MAX + 8];	/* "host:port" */
+	char identity[129];		/* authenticated: PSK identity or
+					 * certificate CN */
+	uint32_t queued;		/* out: not yet sent */
+	uint32_t in_flight;		/* out: sent, not yet answered */
+	uint64_t msgs_out;		/* out: accepted by the peer */
+	uint64_t msgs_in;		/* in: received from the peer */
+	uint64_t failed;		/* out: refused by the peer */
+	uint64_t reconnects;
+	uint64_t rtt_us;		/* last heartbeat round trip; 0: none */
+	char last_error[256];
+};
+
+/* ipc_links - the broker's links to and from other brokers. */
+int ipc_links(struct ipc_conn *c,
+    int (*cb)(const struct ipc_link_info *info, void *arg), void *arg);
 
 /* ipc_counters - the broker's counters by name ("messages_in",
  * "uptime_ms", ...; see ipcd(8)). */

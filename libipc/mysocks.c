@@ -296,8 +296,11 @@ acceptServerSocket(int se)
 	}
 }
 
-int
-connectSocket(const char *host, int port)
+/* Connect to host:port, trying each address; with nonblock, return as
+ * soon as a connection is under way (EINPROGRESS) on a non-blocking
+ * socket. */
+static int
+mysocks_connect_tcp(const char *host, int port, int nonblock)
 {
 	struct addrinfo hints, *res, *ai;
 	char service[8];
@@ -318,14 +321,20 @@ connectSocket(const char *host, int port)
 		return -1;
 	}
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-		    ai->ai_protocol);
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC |
+		    (nonblock ? SOCK_NONBLOCK : 0), ai->ai_protocol);
 		if (fd < 0) {
 			err = errno;
 			continue;
 		}
-		if (mysocks_connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+		if (nonblock) {
+			if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+			    errno == EINPROGRESS)
+				break;
+		} else if (mysocks_connect(fd, ai->ai_addr,
+		    ai->ai_addrlen) == 0) {
 			break;
+		}
 		err = errno;
 		close(fd);
 		fd = -1;
@@ -334,6 +343,18 @@ connectSocket(const char *host, int port)
 	if (fd < 0)
 		errno = err;
 	return fd;
+}
+
+int
+connectSocket(const char *host, int port)
+{
+	return mysocks_connect_tcp(host, port, 0);
+}
+
+int
+connectSocketStart(const char *host, int port)
+{
+	return mysocks_connect_tcp(host, port, 1);
 }
 
 int

@@ -67,6 +67,15 @@ int acceptServerSocket(int se);
 int connectSocket(const char *host, int port);
 
 /*
+ * connectSocketStart - as connectSocket(), for an event loop: returns a
+ * non-blocking descriptor as soon as the connection is under way.  It
+ * is writable when the connection is made or failed; getsockopt
+ * SO_ERROR says which.  Name resolution still waits (use numeric
+ * addresses where that matters).  -1 with errno as connectSocket().
+ */
+int connectSocketStart(const char *host, int port);
+
+/*
  * connectSocketUnix - a connection to the UNIX-domain socket at path.
  * ENOENT when nothing is there, ECONNREFUSED when nobody listens.
  */

@@ -97,6 +97,27 @@ static const struct wire_field wire_f_event[] = {
 static const struct wire_field wire_f_counter[] = {
 	F(WK_U64, counter.value), F(WK_STR, counter.name), END };
 
+static const struct wire_field wire_f_option[] = {
+	F(WK_U32, option.option), F(WK_U64, option.value), END };
+static const struct wire_field wire_f_link_hello[] = {
+	F(WK_U32, link_hello.magic), F(WK_U16, link_hello.version_min),
+	F(WK_U16, link_hello.version_max), F(WK_U64, link_hello.epoch),
+	F(WK_STR, link_hello.name), END };
+static const struct wire_field wire_f_link_send[] = {
+	F(WK_U32, link_send.timeout_ms), F(WK_U32, link_send.flags),
+	F(WK_U32, link_send.pid), F(WK_U32, link_send.uid),
+	F(WK_U32, link_send.gid), F(WK_STR, link_send.dest),
+	F(WK_PAYLOAD, link_send.payload), END };
+static const struct wire_field wire_f_ping[] = {
+	F(WK_U64, ping.stamp_ns), END };
+static const struct wire_field wire_f_link_info[] = {
+	F(WK_U32, link.direction), F(WK_U32, link.state),
+	F(WK_U32, link.queued), F(WK_U32, link.in_flight),
+	F(WK_U64, link.msgs_out), F(WK_U64, link.msgs_in),
+	F(WK_U64, link.failed), F(WK_U64, link.reconnects),
+	F(WK_U64, link.rtt_us), F(WK_STR, link.peer),
+	F(WK_STR, link.identity), F(WK_STR, link.last_error), END };
+
 #undef F
 #undef END
 
@@ -132,6 +153,13 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_COUNTER, "COUNTER", wire_f_counter },
 	{ WIRE_MONITOR, "MONITOR", wire_f_none },
 	{ WIRE_EVENT, "EVENT", wire_f_event },
+	{ WIRE_OPTION, "OPTION", wire_f_option },
+	{ WIRE_LINKS, "LINKS", wire_f_none },
+	{ WIRE_LINK_INFO, "LINK_INFO", wire_f_link_info },
+	{ WIRE_LINK_HELLO, "LINK_HELLO", wire_f_link_hello },
+	{ WIRE_LINK_SEND, "LINK_SEND", wire_f_link_send },
+	{ WIRE_PING, "PING", wire_f_ping },
+	{ WIRE_PONG, "PONG", wire_f_ping },
 };
 
 static const struct wire_type_desc *

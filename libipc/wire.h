@@ -43,6 +43,7 @@ enum wire_type {
 	WIRE_OK = 0x04,			/* s->c, success with no data; ends
 					 * a list */
 	WIRE_BYE = 0x05,		/* s->c, the broker is closing */
+	WIRE_OPTION = 0x06,		/* -> OK: set a connection option */
 	/* mailboxes */
 	WIRE_MBOX_CREATE = 0x10,	/* -> MBOX_INFO */
 	WIRE_MBOX_STAT = 0x11,		/* -> MBOX_INFO */
@@ -68,6 +69,28 @@ enum wire_type {
 	WIRE_COUNTER = 0x33,
 	WIRE_MONITOR = 0x34,		/* -> OK, then EVENT... for ever */
 	WIRE_EVENT = 0x35,
+	WIRE_LINKS = 0x36,		/* -> LINK_INFO..., OK */
+	WIRE_LINK_INFO = 0x37,
+	/* between brokers, over an authenticated TLS link */
+	WIRE_LINK_HELLO = 0x40,		/* first frame of a broker link;
+					 * -> WELCOME */
+	WIRE_LINK_SEND = 0x41,		/* id: the link's sequence number;
+					 * -> SENT or ERROR, same id */
+	WIRE_PING = 0x42,		/* -> PONG, same id and stamp */
+	WIRE_PONG = 0x43,
+};
+
+/* OPTION options */
+#define WIRE_OPT_REMOTE_DIRECT	1u	/* value 1: the process's direct
+					 * queue takes messages from other
+					 * hosts (default 0: refused) */
+/* LINK_INFO direction and state */
+#define WIRE_LINK_OUT		0u	/* this broker opened it */
+#define WIRE_LINK_IN		1u	/* the peer opened it */
+enum wire_link_state {
+	WIRE_LINK_DOWN = 0,		/* waiting to reconnect */
+	WIRE_LINK_CONNECTING = 1,	/* TCP, TLS or LINK_HELLO under way */
+	WIRE_LINK_UP = 2,
 };
 
 /* MBOX_CREATE flags */
@@ -116,6 +139,48 @@ struct wire_welcome {
 	uint32_t max_payload;
 	uint64_t conn_id;
 	uint32_t pid, uid, gid;		/* the client, as the kernel says */
+};
+
+struct wire_option {
+	uint32_t option;		/* WIRE_OPT_* */
+	uint64_t value;
+};
+
+/* LINK_HELLO: a broker opening a link says who it is. */
+struct wire_link_hello {
+	uint32_t magic;
+	uint16_t version_min, version_max;
+	uint64_t epoch;			/* random per broker start: sequence
+					 * numbers restart with it */
+	struct wire_bytes name;		/* the address that reaches the
+					 * sending broker: "host:port" */
+};
+
+/* LINK_SEND: a SEND forwarded by the sender's broker, with the sender's
+ * identity as that broker saw it (the receiving broker maps the uid). */
+struct wire_link_send {
+	uint32_t timeout_ms, flags;	/* as SEND */
+	uint32_t pid, uid, gid;
+	struct wire_bytes dest;		/* local to the receiving broker */
+	struct wire_bytes payload;
+};
+
+/* PING and PONG */
+struct wire_ping {
+	uint64_t stamp_ns;
+};
+
+struct wire_link_info {
+	uint32_t direction, state;	/* WIRE_LINK_* */
+	uint32_t queued, in_flight;	/* messages not yet sent; sent, not
+					 * yet answered */
+	uint64_t msgs_out, msgs_in;	/* sent and answered; received */
+	uint64_t failed, reconnects;
+	uint64_t rtt_us;		/* last heartbeat round trip; 0 none */
+	struct wire_bytes peer;		/* host:port, or the peer's address */
+	struct wire_bytes identity;	/* authenticated: PSK identity or
+					 * certificate subject CN */
+	struct wire_bytes last_error;
 };
 
 struct wire_error {
@@ -238,6 +303,11 @@ struct wire_frame {
 	uint64_t id;			/* request id; replies echo it */
 	union {
 		struct wire_hello hello;
+		struct wire_option option;
+		struct wire_link_hello link_hello;
+		struct wire_link_send link_send;
+		struct wire_ping ping;
+		struct wire_link_info link;
 		struct wire_welcome welcome;
 		struct wire_error error;
 		struct wire_bye bye;
