@@ -597,7 +597,7 @@ conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
 	struct wire_frame f = { .type = WIRE_DELIVER, .id = req_id };
 	char sender[16 + LINK_NAME_MAX];
 
-	if (msg->origin != NULL)
+	if (msg->pid != 0 && msg->origin != NULL)
 		snprintf(sender, sizeof(sender), "pid:%u@%s", msg->pid,
 		    msg->origin);
 	else if (msg->pid != 0)
@@ -967,7 +967,8 @@ conn_resolve_addr(struct conn *c, uint64_t req_id, const struct ipc_addr *a,
 		/* From another host: only to a process that said it
 		 * takes such messages, and it must be connected to say
 		 * so (a remote sender does not wait for it). */
-		if (c->kind == CONN_LINK_IN && !conn_proc_takes_remote(p)) {
+		if ((c->kind == CONN_LINK_IN || c->kind ==
+		    CONN_REMOTE_CLIENT) && !conn_proc_takes_remote(p)) {
 			b->n.err_access++;
 			conn_reply_error(c, req_id, p->nconns ? EACCES : ESRCH,
 			    0, p->nconns ? "the process takes no messages "
@@ -1144,6 +1145,12 @@ conn_on_link_send(struct conn *c, const struct wire_frame *f)
 	}
 	b->n.link_msgs_in++;
 	c->msgs_received++;
+	if (s->flags != 0) {
+		/* (An async LINK_SEND would never be answered.) */
+		conn_reply_error(c, f->id, EINVAL, 0, "LINK_SEND flags must "
+		    "be 0");
+		return;
+	}
 	conn_map_uid(b, tls_peer(c->tls), s->uid, &cred);
 	if (conn_parse_addr(c, f->id, s->dest, &a) < 0 ||
 	    (m = conn_resolve_addr(c, f->id, &a, ACCESS_WRITE,

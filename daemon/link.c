@@ -11,8 +11,9 @@
  * so a message sent twice is accepted once and answered the same way
  * twice.  Nothing is dropped without its sender being told.
  *
- * Links are one way: hostB's answers and its own messages for us travel
- * on a link hostB opens to us.  Brokers do not relay: LINK_SEND names a
+ * Links are one way for messages: hostB's answers (SENT, ERROR, PONG)
+ * come back on our link, but hostB's own messages for us travel on a
+ * link hostB opens to us.  Brokers do not relay: LINK_SEND names a
  * destination on the receiving broker.
  */
 #include "config.h"
@@ -71,6 +72,7 @@ struct link {
 	struct conn *conn;
 	struct lq unsent, in_flight;
 	uint64_t next_seq;
+	uint32_t max_payload;		/* the peer's, from WELCOME */
 	struct loop_timer retry, ping;
 	uint32_t backoff_ms;
 	uint64_t msgs_out, failed, reconnects, rtt_us;
@@ -333,16 +335,30 @@ link_pump(struct link *l)
 	struct broker *b = l->b;
 
 	while (l->state == WIRE_LINK_UP && l->unsent.head != NULL &&
-	    l->in_flight.count < LINK_WINDOW && !conn_out_full(l->conn)) {
+	    !conn_out_full(l->conn)) {
 		struct lreq *r = l->unsent.head;
 		struct wire_frame f = { .type = WIRE_LINK_SEND };
 		struct wire_link_send *s = &f.b.link_send;
 		int64_t now = loop_now_ms();
 
+		/* The peer remembers the answers of the last LINK_WINDOW
+		 * numbers: no number goes out that far past the oldest
+		 * one still unanswered. */
+		if (r->seq == 0 && l->in_flight.head != NULL &&
+		    l->next_seq + 1 - l->in_flight.head->seq >= LINK_WINDOW)
+			break;
 		l->unsent.head = r->next;
 		if (l->unsent.head == NULL)
 			l->unsent.tail = NULL;
 		l->unsent.count--;
+		if (r->msg->len > l->max_payload) {
+			/* It would make the peer drop the link, again and
+			 * again: refuse it here. */
+			b->n.err_msgsize++;
+			lreq_answer(b, r, wire_code(EMSGSIZE), "message over "
+			    "the remote broker's size limit");
+			continue;
+		}
 		if (r->seq == 0)
 			r->seq = ++l->next_seq;
 		r->in_flight = 1;
@@ -563,6 +579,7 @@ link_on_frame(struct conn *c, const struct wire_frame *f)
 		c->state = CONN_READY;
 		loop_timer_del(b->loop, &c->hello_timer);
 		l->state = WIRE_LINK_UP;
+		l->max_payload = f->b.welcome.max_payload;
 		l->backoff_ms = LINK_BACKOFF_MIN_MS;
 		l->last_error[0] = '\0';
 		log_info("link %s: up (peer %s)", l->name, l->identity);

@@ -19,7 +19,8 @@ void
 broker_start(struct broker *b, const char *const *extra)
 {
 	char line[PATH_MAX + 64];
-	char *argv[16];
+	char *argv[40];
+	char *tcp;
 	int n = 0;
 
 	if (b->dir == NULL) {
@@ -31,7 +32,7 @@ broker_start(struct broker *b, const char *const *extra)
 	argv[n++] = strdup(test_build_path("daemon/ipcd"));
 	argv[n++] = "--socket";
 	argv[n++] = b->path;
-	for (int i = 0; extra != NULL && extra[i] != NULL && n < 15; i++)
+	for (int i = 0; extra != NULL && extra[i] != NULL && n < 39; i++)
 		argv[n++] = (char *)extra[i];
 	argv[n] = NULL;
 	assert_non_null(argv[0]);
@@ -39,6 +40,14 @@ broker_start(struct broker *b, const char *const *extra)
 	free(argv[0]);
 	assert_int_equal(test_wait_line(b->proc.out, "ipcd: ready on ", line,
 	    sizeof(line), TEST_WAIT_MS), 0);
+	if ((tcp = strstr(line, ", tcp ")) != NULL) {
+		*tcp = '\0';
+		tcp += 6;
+		assert_non_null(strrchr(tcp, ':'));
+		b->tcp_port = atoi(strrchr(tcp, ':') + 1);
+		snprintf(b->name, sizeof(b->name), "127.0.0.1:%d",
+		    b->tcp_port);
+	}
 	assert_string_equal(line, b->path);
 }
 

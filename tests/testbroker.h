@@ -16,10 +16,13 @@ struct broker {
 	char *dir;
 	char path[PATH_MAX];
 	char where[PATH_MAX + 8];	/* "unix:PATH" */
+	int tcp_port;			/* with --tcp: the port it took */
+	char name[32];			/* with --tcp: "127.0.0.1:PORT" */
 };
 
 /* Start ipcd on dir/ipcd.sock with the extra options (NULL-terminated,
- * may be NULL) and wait for "ipcd: ready on PATH".  A fresh directory
+ * may be NULL) and wait for "ipcd: ready on PATH" (", tcp ADDR:PORT"
+ * after it with --tcp).  A fresh directory
  * unless b already has one (a restart on the same path). */
 void broker_start(struct broker *b, const char *const *extra);
 
