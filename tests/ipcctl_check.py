@@ -4,13 +4,15 @@
 Usage: ipcctl_check.py KIND [OPTIONS] < OUTPUT
 
 KIND is the command whose output is read:
-  ls, stat, send, recv, peek, ps, stats   one JSON document
+  ls, stat, send, recv, peek, ps, stats,  one JSON document
+  links, keygen                           (links: an array, not an object)
   monitor, follow                         one JSON object per line
                                           (monitor --json, recv --follow --json)
 
 Every entry must carry every documented field with the documented type,
 and every key must be snake_case.  Then, on the entries (the mailboxes,
-messages, processes, events; stat and send have exactly one):
+messages, processes, events, links; stat, send and keygen have exactly
+one):
 
   --where KEY=VALUE   select the entries whose KEY equals VALUE (repeatable,
                       all must hold); VALUE is read as JSON when it parses
@@ -53,6 +55,27 @@ EVENT = {
     "time_ns": int, "event": str, "pid": int, "uid": int, "subject": str,
     "msg_id": int, "len": int, "error": object,
 }
+
+
+class Nullable:
+    """A field that is null or of type t."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def __repr__(self):
+        return "%s or null" % self.t.__name__
+
+
+LINK = {
+    "direction": str, "state": str, "peer": str, "identity": str,
+    "queued": int, "in_flight": int, "messages_out": int,
+    "messages_in": int, "failed": int, "reconnects": int,
+    "rtt_us": Nullable(int), "last_error": Nullable(str),
+}
+KEYGEN = {"identity": str, "file": str}
+LINK_STATES = {"down", "connecting", "up"}
+IDENTITY = re.compile(r"^[A-Za-z0-9._@:-]{1,128}$")
 EVENTS = {"connect", "disconnect", "create", "delete", "send", "receive",
           "error", "dropped"}
 COUNTERS = ("messages_in", "messages_out", "connections", "mailboxes",
@@ -114,6 +137,12 @@ def typed(entry, schema, where):
         if k not in entry:
             bad("%s: no field %r (has %s)" % (where, k, sorted(entry)))
             ok = False
+        elif isinstance(t, Nullable):
+            v = entry[k]
+            if v is not None and (type(v) is not t.t or
+                                  (t.t is int and v < 0)):
+                bad("%s: %s is %r, not %r" % (where, k, v, t))
+                ok = False
         elif t is int and (type(entry[k]) is not int or entry[k] < 0):
             bad("%s: %s is %r, not a non-negative integer"
                 % (where, k, entry[k]))
@@ -141,6 +170,15 @@ def typed(entry, schema, where):
                     % (where, entry["len"], len(data)))
         except ValueError as e:
             bad("%s: payload_base64 is not base64: %s" % (where, e))
+    if schema is LINK:
+        if entry["direction"] not in ("in", "out"):
+            bad("%s: direction %r is not \"in\" or \"out\""
+                % (where, entry["direction"]))
+        if entry["state"] not in LINK_STATES:
+            bad("%s: state %r is not one of %s"
+                % (where, entry["state"], sorted(LINK_STATES)))
+    if schema is KEYGEN and not IDENTITY.match(entry["identity"]):
+        bad("%s: identity %r is not an identity" % (where, entry["identity"]))
     if schema is EVENT and entry["event"] not in EVENTS:
         bad("%s: event %r is not one of %s"
             % (where, entry["event"], sorted(EVENTS)))
@@ -249,6 +287,14 @@ def main(argv):
             entries = listed(doc, "messages", MESSAGE)
         elif kind == "ps":
             entries = listed(doc, "processes", PROCESS)
+        elif kind == "links":
+            if not isinstance(doc, list):
+                bad("expected a JSON array [...], got %r" % str(doc)[:300])
+                return report()
+            entries = [e for i, e in enumerate(doc)
+                       if typed(e, LINK, "[%d]" % i)]
+        elif kind == "keygen":
+            entries = [doc] if typed(doc, KEYGEN, "keygen") else []
         elif kind == "stats":
             c = doc.get("counters") if isinstance(doc, dict) else None
             if not isinstance(c, dict):

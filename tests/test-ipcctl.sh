@@ -2,7 +2,8 @@
 # tools/ipcctl against a private ipcd, to its command-line contract: every
 # command, its text and --json output (checked with tests/ipcctl_check.py),
 # its errors and exit codes (0 done, 1 broker or system error, 2 usage),
-# binary payloads, monitor and top.  Prints cmocka's report format for
+# binary payloads, monitor and top, links between brokers (two more
+# brokers on TCP with a key file from keygen) and keygen.  Prints cmocka's report format for
 # tests/cmocka-driver.  IPCCTL picks another ipcctl binary.
 set -u
 : "${top_builddir:=.}" "${top_srcdir:=.}"
@@ -20,6 +21,7 @@ sock=$dir/ipcd.sock
 out=$dir/out
 err=$dir/err
 ipcd_pid=
+more_ipcd=	# pids of the other brokers started by start_broker
 bg_pids=
 tmux_sock=$dir/tmux.sock
 cleanup() {
@@ -32,12 +34,19 @@ cleanup() {
 	if [ -S "$tmux_sock" ]; then
 		timeout 5 tmux -S "$tmux_sock" kill-server 2>/dev/null
 	fi
-	if [ -n "$ipcd_pid" ]; then
-		kill "$ipcd_pid" 2>/dev/null
-		wait "$ipcd_pid" 2>/dev/null
-	fi
+	for p in $more_ipcd $ipcd_pid; do
+		stop_broker "$p"
+	done
 	exec 3<&- 2>/dev/null
 	rm -rf "$dir"
+}
+# stop_broker PID: SIGTERM to a broker we started, then wait for it (10 s
+# at most, then KILL).
+stop_broker() {
+	kill "$1" 2>/dev/null
+	timeout 10 sh -c 'while kill -0 "$0" 2>/dev/null; do sleep 0.05
+	    done' "$1" || kill -KILL "$1" 2>/dev/null
+	wait "$1" 2>/dev/null
 }
 trap cleanup EXIT
 trap 'exit 1' HUP INT PIPE TERM
@@ -203,7 +212,8 @@ monitor_ready() {
 }
 
 # --- help, version, usage errors -------------------------------------------
-commands="ls stat create rm chmod chown send recv peek ps monitor stats top"
+commands="ls stat create rm chmod chown send recv peek ps monitor stats top
+links keygen"
 
 test_version_prints_and_exits_0() {
 	for o in -V --version; do
@@ -306,6 +316,27 @@ test_bad_address_exits_2() {
 test_remote_address_not_served_exits_1() {
 	ctl 1 send jobs@otherhost.example hello || return 1
 	err_has '^ipcctl: '
+}
+
+# A host part is the broker's business (this one has no TCP): ipcctl
+# passes it on, so these are not usage errors (2) but refusals (1).
+test_remote_addresses_pass_to_the_broker() {
+	for a in jobs@127.0.0.1:7400 pid:123@127.0.0.1:7400 \
+	    jobs@[::1]:7400 pid:123@otherhost.example; do
+		ctl 1 send "$a" hello || return 1
+		grep -Fq "ipcctl: send $a: " "$err" ||
+		    { echo "no 'ipcctl: send $a: ...'"; show; return 1; }
+		ctl 1 recv "$a" --nonblock || return 1
+		if grep -q 'bad address' "$err"; then
+			echo "recv refused $a itself"; show; return 1
+		fi
+	done
+	# Mailbox commands act on this broker's mailboxes only.
+	for args in "create jobs@127.0.0.1:7400" "stat jobs@otherhost" \
+	    "rm jobs@otherhost" "peek jobs@otherhost"; do
+		ctl 2 $args || return 1
+		err_has 'another host' || return 1
+	done
 }
 
 # --- mailboxes -------------------------------------------------------------
@@ -937,6 +968,243 @@ EOF
 	eq "top's exit status" "$(cat "$dir/top.rc" 2>/dev/null)" 0
 }
 
+# --- keygen ----------------------------------------------------------------
+hex64='[0-9a-f]{64}'
+
+# perm FILE: its mode in octal, as "600".
+perm() { stat -c %a "$1"; }
+
+test_keygen_writes_private_key_line() {
+	# No broker needed: neither -s nor a running ipcd.
+	run 0 env IPC_SOCKET="$dir/none.sock" "$IPCCTL" keygen \
+	    --identity node-1.example "$dir/kg1.key" || return 1
+	out_empty || return 1
+	eq "mode" "$(perm "$dir/kg1.key")" 600 || return 1
+	eq "lines" "$(wc -l <"$dir/kg1.key" | tr -d ' ')" 1 || return 1
+	grep -Eq "^node-1\.example $hex64\$" "$dir/kg1.key" ||
+	    { echo "bad key line: $(cat -v "$dir/kg1.key")"; return 1; }
+	run 0 "$IPCCTL" -s "$dir/none.sock" keygen -i 'a_b@c:d-1' \
+	    "$dir/kg1b.key" || return 1
+	grep -Eq "^a_b@c:d-1 $hex64\$" "$dir/kg1b.key" ||
+	    { echo "bad key line: $(cat -v "$dir/kg1b.key")"; return 1; }
+}
+
+test_keygen_default_identity_is_host_name() {
+	host=$(uname -n)
+	if echo "$host" | grep -Eq '^[A-Za-z0-9._@:-]{1,128}$'; then
+		run 0 "$IPCCTL" keygen "$dir/kg2.key" || return 1
+		eq "identity" "$(cut -d' ' -f1 "$dir/kg2.key")" "$host"
+	else
+		run 1 "$IPCCTL" keygen "$dir/kg2.key" || return 1
+		err_has -- '--identity' || return 1
+		[ ! -e "$dir/kg2.key" ] ||
+		    { echo "a key file was written"; return 1; }
+	fi
+}
+
+# A host name that is no identity: in a UTS namespace of our own.
+test_keygen_bad_host_name_asks_for_identity() {
+	# (hostname(1) refuses such a name: the kernel's file does not.)
+	_set='printf "bad host!" >/proc/sys/kernel/hostname'
+	if ! command -v unshare >/dev/null 2>&1 ||
+	    ! unshare --uts sh -c "$_set" 2>/dev/null; then
+		echo "cannot set a host name in a new UTS namespace"; return 77
+	fi
+	run 1 unshare --uts sh -c "$_set"' && exec "$0" "$@"' \
+	    "$IPCCTL" keygen "$dir/kg3.key" || return 1
+	err_has "host name 'bad host!'.*--identity" || return 1
+	[ ! -e "$dir/kg3.key" ] || { echo "a key file was written"; return 1; }
+	run 0 unshare --uts sh -c "$_set"' && exec "$0" "$@"' \
+	    "$IPCCTL" keygen --identity good "$dir/kg3.key"
+}
+
+test_keygen_refuses_to_overwrite() {
+	run 0 "$IPCCTL" keygen -i first "$dir/kg4.key" || return 1
+	cp "$dir/kg4.key" "$dir/kg4.was"
+	run 1 "$IPCCTL" keygen -i second "$dir/kg4.key" || return 1
+	err_has "^ipcctl: keygen: $dir/kg4.key exists; not replacing a key\$" ||
+	    return 1
+	cmp "$dir/kg4.was" "$dir/kg4.key" ||
+	    { echo "the key file changed"; return 1; }
+	# Not only keys: no file is replaced, not even through a symlink.
+	printf 'precious\n' >"$dir/kg4.txt"
+	ln -s "$dir/kg4.txt" "$dir/kg4.link"
+	for f in "$dir/kg4.txt" "$dir/kg4.link"; do
+		run 1 "$IPCCTL" keygen -i x "$f" || return 1
+		err_has 'exists; not replacing a key' || return 1
+	done
+	eq "the file" "$(cat "$dir/kg4.txt")" precious
+}
+
+test_keygen_rejects_bad_identity() {
+	long=$(printf 'a%.0s' $(seq 129))	# one over the limit
+	for id in 'a b' '' 'x/y' 'caf\303\251' 'semi;colon' "$long"; do
+		id=$(printf "$id")
+		run 2 "$IPCCTL" keygen --identity "$id" "$dir/kg5.key" ||
+		    return 1
+		err_has "identity" || return 1
+		[ ! -e "$dir/kg5.key" ] ||
+		    { echo "a key file was written for '$id'"; return 1; }
+	done
+	# 128 is allowed.
+	run 0 "$IPCCTL" keygen --identity "${long#a}" "$dir/kg5.key"
+}
+
+test_keygen_usage_errors() {
+	run 2 "$IPCCTL" keygen || return 1	# no FILE
+	run 2 "$IPCCTL" keygen "$dir/kg6a" "$dir/kg6b" || return 1
+	run 2 "$IPCCTL" keygen "" || return 1
+	run 2 "$IPCCTL" keygen --identity || return 1
+	run 1 "$IPCCTL" keygen -i x "$dir/no/such/dir/k" || return 1
+	err_has 'No such file or directory'
+}
+
+test_keygen_twice_gives_different_keys() {
+	run 0 "$IPCCTL" keygen -i same "$dir/kg7a.key" || return 1
+	run 0 "$IPCCTL" keygen -i same "$dir/kg7b.key" || return 1
+	k1=$(cut -d' ' -f2 "$dir/kg7a.key") k2=$(cut -d' ' -f2 "$dir/kg7b.key")
+	[ -n "$k1" ] && [ "$k1" != "$k2" ] ||
+	    { echo "the same key twice: $k1"; return 1; }
+}
+
+test_keygen_json() {
+	need_py || return 77
+	run 0 "$IPCCTL" keygen --json -i node2 "$dir/kg8.key" || return 1
+	json keygen --expect identity=node2 --expect file="$dir/kg8.key"
+}
+
+test_keygen_help() {
+	run 0 "$IPCCTL" keygen --help || return 1
+	for w in --identity --psk 0600 'one line per identity' 'first line'; do
+		out_has -- "$w" || return 1
+	done
+}
+
+# --- links -----------------------------------------------------------------
+links_head="DIR PEER STATE IDENTITY QUEUED INFLIGHT OUT IN FAILED RECONN RTT\
+ LAST_ERROR"
+
+test_links_none_prints_header_only() {
+	ctl 0 links || return 1
+	eq header "$(header)" "$links_head" || { show; return 1; }
+	eq lines "$(wc -l <"$out" | tr -d ' ')" 1 || { show; return 1; }
+	ctl 0 links --json || return 1
+	eq "links --json" "$(cat "$out")" "[]" || { show; return 1; }
+	if need_py; then
+		json links --count 0 || return 1
+	fi
+	ctl 2 links extra
+}
+
+test_links_help() {
+	run 0 "$IPCCTL" -s "$dir/none.sock" links --help || return 1
+	for w in DIR PEER STATE RTT in_flight; do
+		out_has "$w" || return 1
+	done
+	run 1 "$IPCCTL" -s "$dir/none.sock" links || return 1
+	err_has "^ipcctl: no broker at $dir/none.sock"
+}
+
+# start_broker NAME ARGS...: another ipcd, socket $dir/NAME.sock, TCP on
+# a free port of 127.0.0.1 (--psk etc. in ARGS); sets bpid and bport.
+start_broker() {
+	_n=$1; shift
+	"$ipcd" --socket "$dir/$_n.sock" --tcp 127.0.0.1:0 "$@" \
+	    </dev/null >"$dir/$_n.ready" 2>"$dir/$_n.log" &
+	bpid=$!
+	more_ipcd="$more_ipcd $bpid"
+	wait_file "$dir/$_n.ready" '^ipcd: ready on .*, tcp 127\.0\.0\.1:[0-9]+' ||
+	    { cat "$dir/$_n.log"; return 1; }
+	bport=$(sed -n 's/^ipcd: ready on .*, tcp 127\.0\.0\.1:\([0-9]*\).*/\1/p' \
+	    "$dir/$_n.ready")
+}
+
+# link_row SOCKET DIR PEER: "STATE IDENTITY OUT IN FAILED" of that link.
+link_row() {
+	"$IPCCTL" -s "$1" links 2>/dev/null | awk -v d="$2" -v p="$3" \
+	    '$1 == d && $2 == p { print $3, $4, $7, $8, $9; exit }'
+}
+
+test_links_between_two_brokers() {
+	if ! "$ipcd" --help 2>/dev/null | grep -q -- '--psk'; then
+		echo "this ipcd has no --tcp/--psk"; return 77
+	fi
+	run 0 "$IPCCTL" keygen -i cluster-test "$dir/cluster.key" || return 1
+	# A short heartbeat: a round trip is measured soon.
+	start_broker lka --psk "$dir/cluster.key" --heartbeat 100 || return 1
+	pa=$bpid porta=$bport
+	start_broker lkb --psk "$dir/cluster.key" --heartbeat 100 || return 1
+	pb=$bpid portb=$bport
+	sa=$dir/lka.sock sb=$dir/lkb.sock
+	# Mode 0666: the message comes with the mapped uid of a remote
+	# sender, not ours.
+	run 0 "$IPCCTL" -s "$sb" create jobs --mode 0666 || return 1
+	run 0 "$IPCCTL" -s "$sa" send "jobs@127.0.0.1:$portb" hello || return 1
+	run 0 "$IPCCTL" -s "$sb" recv jobs --timeout 10000 || return 1
+	eq received "$(cat "$out")" hello || return 1
+	# Errors come back from B.
+	run 1 "$IPCCTL" -s "$sa" send "nosuch@127.0.0.1:$portb" x || return 1
+	err_has "nosuch@127\.0\.0\.1:$portb: No such file or directory" ||
+	    return 1
+	run 0 "$IPCCTL" -s "$sa" links || return 1
+	eq header "$(header)" "$links_head" || { show; return 1; }
+	eq "A's link to B: STATE IDENTITY OUT IN FAILED" \
+	    "$(link_row "$sa" out "127.0.0.1:$portb")" \
+	    "up cluster-test 1 0 1" || { show; return 1; }
+	# The heartbeat's round trip, within 10 s.
+	timeout 10 sh -c 'until "$0" -s "$1" links | awk -v p="$2" \
+	    "\$1 == \"out\" && \$2 == p && \$11 ~ /^[0-9.]+(ms|s)\$/ { f = 1 }
+	    END { exit !f }"; do sleep 0.05; done' \
+	    "$IPCCTL" "$sa" "127.0.0.1:$portb" ||
+	    { echo "no RTT within 10 s:"; "$IPCCTL" -s "$sa" links; return 1; }
+	run 0 "$IPCCTL" -s "$sb" links || return 1
+	eq "B's link from A: STATE IDENTITY" \
+	    "$(link_row "$sb" in "127.0.0.1:$porta" | cut -d' ' -f1,2)" \
+	    "up cluster-test" || { show; return 1; }
+	if need_py; then
+		run 0 "$IPCCTL" -s "$sa" links --json || return 1
+		json links --count 1 --where direction=out \
+		    --expect peer="127.0.0.1:$portb" --expect state=up \
+		    --expect identity=cluster-test --expect messages_out=1 \
+		    --expect failed=1 --expect queued=0 --expect in_flight=0 ||
+		    return 1
+		run 0 "$IPCCTL" -s "$sb" links --json || return 1
+		json links --count 1 --where direction=in \
+		    --expect peer="127.0.0.1:$porta" --expect state=up \
+		    --expect identity=cluster-test || return 1
+		json links --where direction=out --absent || return 1
+	fi
+	# A process on B that takes only what one process on A sends it
+	# (pid:Q@HOST:PORT): the sender waits for the receiver's pid.
+	rm -f "$dir/lk.rpid"
+	spawn lks sh -c 'until [ -s "$0" ]; do sleep 0.05; done
+	    exec "$1" -s "$2" send "pid:$(cat "$0")@127.0.0.1:$3" remote-hi' \
+	    "$dir/lk.rpid" "$IPCCTL" "$sa" "$portb"
+	sender=$cpid sender_bg=$bg
+	spawn lkr "$IPCCTL" -s "$sb" recv -v --timeout 20000 \
+	    "pid:$sender@127.0.0.1:$porta"
+	timeout 10 sh -c 'until "$1" -s "$2" ps 2>/dev/null |
+	    awk -v p="$0" "\$1 == p { f = 1 } END { exit !f }"; do
+	    sleep 0.05; done' "$cpid" "$IPCCTL" "$sb" ||
+	    { echo "B's ps never showed pid $cpid"; return 1; }
+	echo "$cpid" >"$dir/lk.rpid"
+	finish
+	eq "remote recv's exit status" "$st" 0 ||
+	    { cat "$dir/lkr.err" "$dir/lks.err"; return 1; }
+	eq "received from A" "$(cat "$dir/lkr.out")" remote-hi || return 1
+	grep -Fq "from pid:$sender@127.0.0.1:$porta " "$dir/lkr.err" ||
+	    { echo "sender not pid:$sender@127.0.0.1:$porta:"
+	    cat "$dir/lkr.err"; return 1; }
+	bg=$sender_bg
+	finish
+	eq "remote send's exit status" "$st" 0 ||
+	    { cat "$dir/lks.err"; return 1; }
+	stop_broker "$pb"
+	stop_broker "$pa"
+	more_ipcd=$(echo "$more_ipcd" | sed "s/ $pa\$//; s/ $pa / /;
+	    s/ $pb\$//; s/ $pb / /")
+}
+
 # --- permissions -----------------------------------------------------------
 # as_nobody STATUS ARGS...: ipcctl ARGS as user nobody.
 as_nobody() {
@@ -1008,6 +1276,7 @@ for t in version_prints_and_exits_0 help_prints_usage_and_exits_0 \
     socket_from_environment_and_options unknown_command_exits_2 \
     unknown_option_exits_2 missing_argument_exits_2 bad_number_exits_2 \
     bad_address_exits_2 remote_address_not_served_exits_1 \
+    remote_addresses_pass_to_the_broker \
     create_and_stat_text stat_json_fields stat_missing_exits_1 \
     create_defaults create_existing_opens_it_exclusive_fails \
     create_rendezvous ls_table_shows_mailbox \
@@ -1030,6 +1299,11 @@ for t in version_prints_and_exits_0 help_prints_usage_and_exits_0 \
     monitor_filters_by_address monitor_json_lines \
     top_plain_snapshot_shows_depth \
     top_terminal_shows_depth_and_quits_on_q \
+    keygen_writes_private_key_line keygen_default_identity_is_host_name \
+    keygen_bad_host_name_asks_for_identity keygen_refuses_to_overwrite \
+    keygen_rejects_bad_identity keygen_usage_errors \
+    keygen_twice_gives_different_keys keygen_json keygen_help \
+    links_none_prints_header_only links_help links_between_two_brokers \
     mode_forbids_other_user_eacces mode_allows_other_user; do
 	tcase "$t"
 done

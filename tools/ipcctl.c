@@ -1,10 +1,12 @@
 /*
  * ipcctl - inspect and drive the broker ipcd from a shell: list, create,
  * change and delete mailboxes, send and receive messages, peek at queues,
- * list the connected processes, watch the broker's events and counters.
+ * list the connected processes and the links to other brokers, watch the
+ * broker's events and counters, make key files for those links.
  * See ipcctl(1).
  *
- * Only the public API of ipc.h is used.  Exit status: 0 success, 1 an
+ * Only the public API of ipc.h is used, and tls_keygen() of the internal
+ * tls.h.  Exit status: 0 success, 1 an
  * error from the broker or the system (named on stderr), 2 a usage error.
  *
  * Received messages are acknowledged by the library with the next request
@@ -36,6 +38,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "tls.h"
 
 static const char *prog = "ipcctl";
 
@@ -191,7 +194,8 @@ ctl_address(const struct ctl *x, const char *text, struct ipc_addr *a)
 	return -1;
 }
 
-/* Check text as a mailbox name (a "pid:" address is not one). */
+/* Check text as a mailbox name of this broker (a "pid:" address is not
+ * one, nor a mailbox on another host). */
 static int
 ctl_mailbox(const struct ctl *x, const char *text)
 {
@@ -203,6 +207,14 @@ ctl_mailbox(const struct ctl *x, const char *text)
 		char safe[IPC_ADDR_MAX];
 
 		ctl_usage_error(x, "'%s' is a process, not a mailbox",
+		    ctl_safe(safe, sizeof(safe), text, sizeof(safe) - 1));
+		return -1;
+	}
+	if (a.host[0] != '\0') {
+		char safe[IPC_ADDR_MAX];
+
+		ctl_usage_error(x, "'%s' is on another host: this command "
+		    "works on the mailboxes of the broker it talks to",
 		    ctl_safe(safe, sizeof(safe), text, sizeof(safe) - 1));
 		return -1;
 	}
@@ -794,6 +806,8 @@ ctl_usage(FILE *f)
 "  monitor [ADDR...]        print the broker's events as they happen\n"
 "  stats                    show the broker's counters\n"
 "  top                      mailboxes and message rates, refreshed\n"
+"  links                    list the links to and from other brokers\n"
+"  keygen FILE              write a new key file for links (no broker)\n"
 "  help [COMMAND]           show the help of COMMAND\n"
 "\n"
 "Options, before or after COMMAND:\n"
@@ -803,8 +817,9 @@ ctl_usage(FILE *f)
 "  -h, --help         show this help, or the help of COMMAND\n"
 "  -V, --version      show the version\n"
 "\n"
-"ADDR is a mailbox name or pid:P.  Exit status: 0 success, 1 an error\n"
-"from the broker or the system, 2 a usage error.  See ipcctl(1).\n",
+"ADDR is a mailbox name or pid:P, or on another host NAME@HOST[:PORT] or\n"
+"pid:P@HOST[:PORT].  Exit status: 0 success, 1 an error from the broker\n"
+"or the system, 2 a usage error.  See ipcctl(1).\n",
 	    prog);
 }
 
@@ -1590,7 +1605,7 @@ ctl_recv(struct ctl *x, int argc, char **argv)
 	const char *from = NULL;
 	struct ipc_conn *c;
 	struct ipc_addr a;
-	int count_given = 0;
+	int count_given = 0, accept_remote = 0;
 
 	while ((opt = ctl_getopt(x, argc, argv, CTL_GLOBAL_SHORT "n:fv",
 	    opts)) != -1) {
@@ -1627,6 +1642,9 @@ ctl_recv(struct ctl *x, int argc, char **argv)
 	}
 	if (nonblock)
 		timeout = 0;
+	/* Messages from a process on another host: only asked for. */
+	accept_remote = from != NULL && a.kind == IPC_ADDR_PID &&
+	    a.host[0] != '\0';
 	/* --follow: until interrupted, or -n messages if given. */
 	if (follow && !count_given)
 		count = 0;
@@ -1635,6 +1653,12 @@ ctl_recv(struct ctl *x, int argc, char **argv)
 	if ((c = ctl_open(x)) == NULL) {
 		ctl_signals_end(ctl_stop_sigs);
 		return CTL_FAIL;
+	}
+	if (accept_remote && ipc_accept_remote(c, 1) < 0) {
+		err = errno;
+		ipc_close(c);
+		ctl_signals_end(ctl_stop_sigs);
+		return ctl_fail_err(err, "recv", from);
 	}
 	for (n = 0; count == 0 || n < count; n++) {
 		struct ipc_msg_info info;
@@ -2649,6 +2673,254 @@ ctl_top(struct ctl *x, int argc, char **argv)
 	return rc;
 }
 
+/* --- keygen ------------------------------------------------------------ */
+
+/* What tls_keygen() takes as an identity. */
+#define CTL_IDENTITY_CHARS \
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._@:-"
+#define CTL_IDENTITY_RULE	"1 to 128 of A-Z a-z 0-9 . _ @ : -"
+
+static int
+ctl_identity_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n >= 1 && n <= TLS_IDENTITY_MAX &&
+	    strspn(s, CTL_IDENTITY_CHARS) == n;
+}
+
+static int
+ctl_keygen(struct ctl *x, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		CTL_GLOBAL_LONG,
+		{ "identity", required_argument, NULL, 'i' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char host[256], safe[PATH_MAX], sid[TLS_IDENTITY_MAX + 1];
+	const char *identity = NULL, *file;
+	int opt, r;
+
+	while ((opt = ctl_getopt(x, argc, argv, CTL_GLOBAL_SHORT "i:",
+	    opts)) != -1) {
+		switch (opt) {
+		case 'i':
+			identity = optarg;
+			break;
+		default:
+			return ctl_opt_exit(opt);
+		}
+	}
+	if (ctl_operands(x, argc - optind, 1, 1) < 0)
+		return CTL_USAGE;
+	file = argv[optind];
+	if (file[0] == '\0')
+		return ctl_usage_error(x, "FILE is empty");
+	if (identity != NULL && !ctl_identity_ok(identity))
+		return ctl_usage_error(x, "--identity: '%s' is not an "
+		    "identity: %s", ctl_safe(sid, sizeof(sid), identity,
+		    SIZE_MAX), CTL_IDENTITY_RULE);
+	if (identity == NULL) {
+		/* The host name, when it is one. */
+		if (gethostname(host, sizeof(host)) < 0)
+			return ctl_fail("keygen: host name", NULL);
+		host[sizeof(host) - 1] = '\0';
+		if (!ctl_identity_ok(host)) {
+			fprintf(stderr, "%s: keygen: the host name '%s' is not "
+			    "an identity (%s): give one with --identity "
+			    "NAME\n", prog, ctl_safe(sid, sizeof(sid), host,
+			    SIZE_MAX), CTL_IDENTITY_RULE);
+			return CTL_FAIL;
+		}
+		identity = host;
+	}
+	if ((r = tls_keygen(file, identity)) == -EEXIST) {
+		fprintf(stderr, "%s: keygen: %s exists; not replacing a key\n",
+		    prog, ctl_safe(safe, sizeof(safe), file, SIZE_MAX));
+		return CTL_FAIL;
+	}
+	if (r < 0)
+		return ctl_fail_err(-r, "keygen", file);
+	if (x->json) {
+		fputs("{\"identity\":", stdout);
+		ctl_json_str(stdout, identity, SIZE_MAX);
+		fputs(",\"file\":", stdout);
+		ctl_json_str(stdout, file, SIZE_MAX);
+		fputs("}\n", stdout);
+	}
+	return ctl_flush() < 0 ? CTL_FAIL : CTL_OK;
+}
+
+/* --- links ------------------------------------------------------------- */
+
+static int
+ctl_link_cb(const struct ipc_link_info *info, void *arg)
+{
+	return ctl_vec_push(arg, info) < 0 ? 1 : 0;
+}
+
+/* Outgoing links first, then by peer. */
+static int
+ctl_by_link(const void *a, const void *b)
+{
+	const struct ipc_link_info *p = a, *q = b;
+	int r;
+
+	if (p->incoming != q->incoming)
+		return p->incoming ? 1 : -1;
+	if ((r = strcmp(p->peer, q->peer)) != 0)
+		return r;
+	return strcmp(p->identity, q->identity);
+}
+
+/* Every link into *links, sorted.  0, or -1 with errno. */
+static int
+ctl_link_list(struct ipc_conn *c, struct ctl_vec *links)
+{
+	memset(links, 0, sizeof(*links));
+	links->size = sizeof(struct ipc_link_info);
+	if (ctl_walked(ipc_links(c, ctl_link_cb, links), links) < 0) {
+		int err = errno;
+
+		ctl_vec_free(links);
+		errno = err;
+		return -1;
+	}
+	if (links->n > 1)
+		qsort(links->v, links->n, links->size, ctl_by_link);
+	return 0;
+}
+
+static const char *
+ctl_link_state(enum ipc_link_state s)
+{
+	switch (s) {
+	case IPC_LINK_DOWN:
+		return "down";
+	case IPC_LINK_CONNECTING:
+		return "connecting";
+	case IPC_LINK_UP:
+		return "up";
+	}
+	return "unknown";
+}
+
+/* A round trip in microseconds as "0.21ms", "12.5ms", "340ms", "1.20s";
+ * "-" for none. */
+static const char *
+ctl_rtt(char *buf, size_t size, uint64_t us)
+{
+	double ms = (double)us / 1000.0;
+
+	if (us == 0)
+		snprintf(buf, size, "-");
+	else if (ms < 10)
+		snprintf(buf, size, "%.2fms", ms);
+	else if (ms < 100)
+		snprintf(buf, size, "%.1fms", ms);
+	else if (ms < 1000)
+		snprintf(buf, size, "%.0fms", ms);
+	else
+		snprintf(buf, size, "%.2fs", ms / 1000.0);
+	return buf;
+}
+
+static int
+ctl_links_text(const struct ctl_vec *links)
+{
+	static const char *const head[] = { "DIR", "PEER", "STATE",
+	    "IDENTITY", "QUEUED", "INFLIGHT", "OUT", "IN", "FAILED", "RECONN",
+	    "RTT", "LAST_ERROR" };
+	struct ctl_table t;
+
+	ctl_tab_init(&t, head, "llllrrrrrrrl");
+	for (size_t i = 0; i < links->n; i++) {
+		const struct ipc_link_info *l =
+		    (const struct ipc_link_info *)links->v + i;
+		char peer[sizeof(l->peer)], id[sizeof(l->identity)],
+		    lerr[sizeof(l->last_error)], queued[24], infl[24],
+		    out[24], in[24], failed[24], reconn[24], rtt[24];
+
+		snprintf(queued, sizeof(queued), "%" PRIu32, l->queued);
+		snprintf(infl, sizeof(infl), "%" PRIu32, l->in_flight);
+		snprintf(out, sizeof(out), "%" PRIu64, l->msgs_out);
+		snprintf(in, sizeof(in), "%" PRIu64, l->msgs_in);
+		snprintf(failed, sizeof(failed), "%" PRIu64, l->failed);
+		snprintf(reconn, sizeof(reconn), "%" PRIu64, l->reconnects);
+		/* "-" for nothing, so that every row has every column. */
+		if (ctl_tab_row(&t, (const char *const []){
+		    l->incoming ? "in" : "out",
+		    l->peer[0] ? ctl_safe(peer, sizeof(peer), l->peer,
+		    sizeof(l->peer)) : "-",
+		    ctl_link_state(l->state),
+		    l->identity[0] ? ctl_safe(id, sizeof(id), l->identity,
+		    sizeof(l->identity)) : "-",
+		    queued, infl, out, in, failed, reconn,
+		    ctl_rtt(rtt, sizeof(rtt), l->rtt_us),
+		    l->last_error[0] ? ctl_safe(lerr, sizeof(lerr),
+		    l->last_error, sizeof(l->last_error)) : "-" }) < 0) {
+			ctl_tab_free(&t);
+			return ctl_fail_err(ENOMEM, "links", NULL);
+		}
+	}
+	ctl_tab_print(&t, stdout, SIZE_MAX);
+	ctl_tab_free(&t);
+	return CTL_OK;
+}
+
+static void
+ctl_json_link(FILE *f, const struct ipc_link_info *l)
+{
+	fprintf(f, "{\"direction\":\"%s\",\"state\":\"%s\",\"peer\":",
+	    l->incoming ? "in" : "out", ctl_link_state(l->state));
+	ctl_json_str(f, l->peer, sizeof(l->peer));
+	fputs(",\"identity\":", f);
+	ctl_json_str(f, l->identity, sizeof(l->identity));
+	fprintf(f, ",\"queued\":%" PRIu32 ",\"in_flight\":%" PRIu32
+	    ",\"messages_out\":%" PRIu64 ",\"messages_in\":%" PRIu64
+	    ",\"failed\":%" PRIu64 ",\"reconnects\":%" PRIu64 ",\"rtt_us\":",
+	    l->queued, l->in_flight, l->msgs_out, l->msgs_in, l->failed,
+	    l->reconnects);
+	if (l->rtt_us != 0)
+		fprintf(f, "%" PRIu64, l->rtt_us);
+	else
+		fputs("null", f);
+	fputs(",\"last_error\":", f);
+	if (l->last_error[0] != '\0')
+		ctl_json_str(f, l->last_error, sizeof(l->last_error));
+	else
+		fputs("null", f);
+	fputc('}', f);
+}
+
+static int
+ctl_links(struct ctl *x, int argc, char **argv)
+{
+	struct ctl_vec links;
+	int rc;
+
+	if ((rc = ctl_plain_args(x, argc, argv, 0, 0)) >= 0)
+		return rc;
+	if ((rc = ctl_fetch(x, "links", ctl_link_list, &links)) != CTL_OK)
+		return rc;
+	if (x->json) {
+		putchar('[');
+		for (size_t i = 0; i < links.n; i++) {
+			if (i > 0)
+				putchar(',');
+			ctl_json_link(stdout,
+			    (const struct ipc_link_info *)links.v + i);
+		}
+		fputs("]\n", stdout);
+	} else {
+		rc = ctl_links_text(&links);
+	}
+	ctl_vec_free(&links);
+	if (ctl_flush() < 0)
+		rc = CTL_FAIL;
+	return rc;
+}
+
 /* --- help and main ------------------------------------------------------ */
 
 static const struct ctl_cmd *ctl_find(const char *name);
@@ -2701,15 +2973,17 @@ static const struct ctl_cmd ctl_cmds[] = {
 "changes only the group, \"USER:\" sets USER's login group.\n" },
 	{ "send", ctl_send, "ADDR [MESSAGE] [OPTIONS]",
 "Send MESSAGE's bytes (no newline added), or all of standard input, to\n"
-"ADDR: a mailbox or pid:P.  Waits while the queue is full.\n"
+"ADDR: a mailbox or pid:P, here or @HOST[:PORT] (then the broker there\n"
+"answers, through this broker's link).  Waits while the queue is full.\n"
 "      --nonblock      fail at once if the queue is full\n"
 "      --timeout MS    wait at most MS milliseconds for room\n"
 "  -v, --verbose       print \"sent id N\" on standard error\n"
 "With --json: {\"id\":N}.\n" },
 	{ "recv", ctl_recv, "[ADDR] [OPTIONS]",
 "Receive from mailbox ADDR, or without ADDR from this process's direct\n"
-"queue (pid:Q: only what process Q sent it), and write each payload to\n"
-"standard output as it is, nothing added.\n"
+"queue (pid:Q: only what process Q sent it; pid:Q@HOST[:PORT]: only what\n"
+"process Q on another host sent it, accepted then), and write each\n"
+"payload to standard output as it is, nothing added.\n"
 "  -n, --count N       receive N messages (default 1)\n"
 "  -f, --follow        go on until interrupted or the broker goes\n"
 "      --nonblock      fail at once if there is none\n"
@@ -2740,6 +3014,26 @@ static const struct ctl_cmd ctl_cmds[] = {
 "  -d, --delay SECONDS     between refreshes (default 1)\n"
 "  -o, --sort depth|rate   order of the mailboxes (default depth)\n"
 "  -n, --iterations N      stop after N refreshes\n" },
+	{ "links", ctl_links, "",
+"List the broker's links to other brokers (DIR out) and theirs to it\n"
+"(DIR in): DIR PEER STATE IDENTITY QUEUED INFLIGHT OUT IN FAILED RECONN\n"
+"RTT LAST_ERROR.  STATE is down, connecting or up; QUEUED and INFLIGHT\n"
+"are messages not yet sent and not yet answered; OUT the messages the\n"
+"peer accepted, IN those received from it, FAILED those it refused;\n"
+"RECONN the reconnections; RTT the last heartbeat's round trip.\n"
+"With --json: [{direction state peer identity queued in_flight\n"
+"messages_out messages_in failed reconnects rtt_us last_error}].\n" },
+	{ "keygen", ctl_keygen, "[--identity NAME] FILE",
+"Write a new pre-shared key for the TLS links between brokers into FILE,\n"
+"which must not exist (an existing key is never replaced): one line\n"
+"\"IDENTITY HEX64\", mode 0600.  Needs no broker.  Give the same file to\n"
+"every broker of a cluster (ipcd --tcp ... --psk FILE).  Key files may\n"
+"be concatenated, one line per identity: an accepting broker takes any\n"
+"identity of its file, a connecting broker offers the first line.  Keep\n"
+"it secret: ipcd refuses a key file that others may read.\n"
+"  -i, --identity NAME  who the key stands for: 1 to 128 of A-Z a-z 0-9\n"
+"                       . _ @ : - (default: the host name)\n"
+"With --json: {\"identity\":NAME,\"file\":FILE}.\n" },
 	{ "help", ctl_help, "[COMMAND]",
 "Show the help of COMMAND, or the list of commands.\n" },
 	{ NULL, NULL, NULL, NULL },
