@@ -184,6 +184,7 @@ struct broker_limits {
 					 * LINK_MISSED of them unanswered */
 	uint32_t link_queue;		/* messages per link, queued and in
 					 * flight */
+	uint64_t link_queue_bytes;	/* their payload bytes */
 	uint32_t max_conns_per_addr;	/* TCP connections from one address */
 };
 

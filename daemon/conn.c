@@ -110,6 +110,8 @@ conn_hello_expired(struct loop_timer *t)
 		if (c->link != NULL)
 			link_conn_closed(c, "no handshake in time");
 		if (c->state == CONN_TLS) {
+			/* A peer that never finishes TLS is refused too. */
+			c->b->n.tls_refused++;
 			conn_close(c);
 			return;
 		}

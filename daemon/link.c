@@ -71,6 +71,7 @@ struct link {
 	enum wire_link_state state;
 	struct conn *conn;
 	struct lq unsent, in_flight;
+	uint64_t bytes;			/* payloads of both */
 	uint64_t next_seq;
 	uint32_t max_payload;		/* the peer's, from WELCOME */
 	struct loop_timer retry, ping;
@@ -173,6 +174,7 @@ lreq_unhook(struct lreq *r)
 static void
 lreq_free(struct broker *b, struct lreq *r)
 {
+	r->link->bytes -= r->msg->len;
 	lreq_unhook(r);
 	loop_timer_del(b->loop, &r->timer);
 	msg_free(r->msg);
@@ -403,10 +405,13 @@ link_send(struct broker *b, struct conn *c, uint64_t req_id,
 		conn_reply_error(c, req_id, ENOMEM, 0, "out of memory");
 		goto drop;
 	}
-	if (l->unsent.count + l->in_flight.count >= b->lim.link_queue) {
+	if (l->unsent.count + l->in_flight.count >= b->lim.link_queue ||
+	    msg->len > b->lim.link_queue_bytes - (l->bytes <
+	    b->lim.link_queue_bytes ? l->bytes : b->lim.link_queue_bytes)) {
 		b->n.err_full++;
 		snprintf(why, sizeof(why), "the queue to %s is full (%u "
-		    "messages)", l->name, b->lim.link_queue);
+		    "messages or %llu bytes)", l->name, b->lim.link_queue,
+		    (unsigned long long)b->lim.link_queue_bytes);
 		conn_reply_error(c, req_id, EAGAIN, 0, why);
 		goto drop;
 	}
@@ -450,6 +455,7 @@ link_send(struct broker *b, struct conn *c, uint64_t req_id,
 	if (r->blocking)
 		c->nwaits++;
 	lq_push(&l->unsent, r);
+	l->bytes += msg->len;
 	if (l->state == WIRE_LINK_DOWN && l->retry.slot == SIZE_MAX)
 		link_connect(l);
 	link_pump(l);
@@ -527,9 +533,10 @@ link_conn_closed(struct conn *c, const char *why)
 	c->link = NULL;
 	l->conn = NULL;
 	loop_timer_del(l->b->loop, &l->ping);
+	/* (A reason set just before closing is kept.) */
 	if (why != NULL)
 		link_set_error(l, why);
-	else if (l->state == WIRE_LINK_UP)
+	else if (l->state == WIRE_LINK_UP && l->last_error[0] == '\0')
 		link_set_error(l, "connection closed");
 	if (l->state == WIRE_LINK_UP) {
 		l->reconnects++;

@@ -65,6 +65,7 @@ main_usage(FILE *f)
 "      --heartbeat MS         link heartbeat; a link silent for three is\n"
 "                             dead (default 2000)\n"
 "      --link-queue N         messages queued per link (default 65536)\n"
+"      --link-queue-bytes B   their bytes (default 256 MiB)\n"
 "      --max-conns-per-addr N TCP connections from one address (64)\n"
 "  -h, --help                 show this help\n"
 "  -V, --version              show the version\n"
@@ -266,7 +267,7 @@ main(int argc, char **argv)
 	enum { O_MAXMSG = 256, O_CAP, O_MAXBYTES, O_MAXCONN, O_MAXMBOX,
 	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT, O_PSK, O_CA,
 	    O_CERT, O_KEY, O_NAME, O_UIDMAP, O_RUID, O_RGID, O_HEARTBEAT,
-	    O_LINKQ, O_PERADDR };
+	    O_LINKQ, O_LINKQB, O_PERADDR };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -294,6 +295,7 @@ main(int argc, char **argv)
 		{ "remote-gid", required_argument, NULL, O_RGID },
 		{ "heartbeat", required_argument, NULL, O_HEARTBEAT },
 		{ "link-queue", required_argument, NULL, O_LINKQ },
+		{ "link-queue-bytes", required_argument, NULL, O_LINKQB },
 		{ "max-conns-per-addr", required_argument, NULL, O_PERADDR },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -320,6 +322,7 @@ main(int argc, char **argv)
 	b.lim.direct_wait_ms = 1000;
 	b.lim.heartbeat_ms = 2000;
 	b.lim.link_queue = 65536;
+	b.lim.link_queue_bytes = 256u << 20;
 	b.lim.max_conns_per_addr = 64;
 	b.remote_uid = 65534;
 	b.remote_gid = 65534;
@@ -369,6 +372,12 @@ main(int argc, char **argv)
 			    &v) < 0)
 				return 2;
 			b.lim.link_queue = (uint32_t)v;
+			break;
+		case O_LINKQB:
+			if (main_number("--link-queue-bytes", optarg, 1,
+			    UINT64_MAX - 1, &v) < 0)
+				return 2;
+			b.lim.link_queue_bytes = v;
 			break;
 		case O_PERADDR:
 			if (main_number("--max-conns-per-addr", optarg, 1,
