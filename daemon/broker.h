@@ -34,7 +34,7 @@ struct tls_ctx;
  * origin of the messages that came over them. */
 #define LINK_NAME_MAX	(IPC_HOST_MAX + 2 + 1 + 5 + 1)
 /* The default TCP port of ipcd --tcp. */
-#define IPCD_TCP_PORT	7400
+#define IPCD_TCP_PORT	IPC_TCP_PORT
 
 /* What one user holds: mailboxes owned, bytes of its messages queued. */
 struct quota {

@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include <uuid/uuid.h>
 
 #include "mysocks.h"
+#include "tls.h"
 #include "wire.h"
 
 /* Bytes read per read() call while no frame says it needs more. */
@@ -43,6 +46,8 @@ struct ipc_stash {
 
 struct ipc_conn {
 	int fd;
+	struct tls_ctx *tls_ctx;	/* tls://: the session over fd, which */
+	struct tls *tls;		/* is then non-blocking */
 	uint64_t next_id;
 	uint32_t max_payload;
 	pid_t pid;			/* ours, as the broker sees it */
@@ -149,6 +154,82 @@ ipc_default_socket(char *buf, size_t size)
 	return n;
 }
 
+/* --- bytes on the socket -------------------------------------------------- */
+
+/* Wait for the TLS session's socket to be ready for what it wants. */
+static int
+ipc_tls_wait(struct ipc_conn *c, int want, int timeout_ms)
+{
+	struct pollfd p = { .fd = c->fd, .events = (short)want };
+	int r;
+
+	do
+		r = poll(&p, 1, timeout_ms);
+	while (r < 0 && errno == EINTR);
+	if (r == 0)
+		errno = ETIMEDOUT;
+	return r > 0 ? 0 : -1;
+}
+
+/*
+ * Write len bytes: all of them (wait), or what the socket takes now.
+ * Returns the bytes written, or -1 with errno (EAGAIN: nothing now).
+ * Over TLS a write that could not finish has taken its bytes all the
+ * same (they must be offered again, unchanged): callers keep them.
+ */
+static long
+ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
+{
+	size_t off = 0;
+
+	if (c->tls == NULL) {
+		if (len > INT_MAX)
+			len = INT_MAX;
+		return wait ? writeSocket(c->fd, buf, (int)len) :
+		    writeSomeSocket(c->fd, buf, (int)len);
+	}
+	while (off < len) {
+		int want = POLLOUT;
+		long n = tls_write(c->tls, (const uint8_t *)buf + off,
+		    len - off, &want);
+
+		if (n > 0) {
+			off += (size_t)n;
+			continue;
+		}
+		if (errno != EAGAIN)
+			return -1;
+		if (!wait)
+			break;
+		if (ipc_tls_wait(c, want, -1) < 0)
+			return -1;
+	}
+	if (off == 0 && len > 0) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return (long)off;
+}
+
+/* Read what is there, waiting for some: > 0, 0 when the broker closed,
+ * -1 with errno. */
+static long
+ipc_io_read(struct ipc_conn *c, void *buf, size_t len)
+{
+	if (c->tls == NULL)
+		return readSocket(c->fd, buf, len > INT_MAX ? INT_MAX :
+		    (int)len);
+	for (;;) {
+		int want = POLLIN;
+		long n = tls_read(c->tls, buf, len, &want);
+
+		if (n >= 0 || errno != EAGAIN)
+			return n;
+		if (ipc_tls_wait(c, want, -1) < 0)
+			return -1;
+	}
+}
+
 /* --- frames ------------------------------------------------------------- */
 
 /* Write what an earlier async send left, waiting (wait != 0) or not.
@@ -158,9 +239,7 @@ ipc_flush_pending(struct ipc_conn *c, int wait)
 {
 	while (c->pend_off < c->pend_len) {
 		size_t left = c->pend_len - c->pend_off;
-		int n = wait ? writeSocket(c->fd, c->pend + c->pend_off,
-		    (int)left) : writeSomeSocket(c->fd, c->pend + c->pend_off,
-		    (int)left);
+		long n = ipc_io_write(c, c->pend + c->pend_off, left, wait);
 
 		if (n < 0) {
 			if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -223,7 +302,7 @@ ipc_write_frame(struct ipc_conn *c, const struct wire_frame *f)
 		return (int)len;
 	if (len == 0)
 		return 0;
-	if (writeSocket(c->fd, c->out, (int)len) != (int)len) {
+	if (ipc_io_write(c, c->out, (size_t)len, 1) != len) {
 		c->broken = 1;
 		return -ECONNRESET;
 	}
@@ -249,6 +328,9 @@ ipc_poll(struct ipc_conn *c, int timeout_ms)
 	struct pollfd p = { .fd = c->fd, .events = POLLIN };
 	int r;
 
+	/* What TLS decrypted already does not show on the socket. */
+	if (c->tls != NULL && tls_pending(c->tls))
+		return 0;
 	do
 		r = poll(&p, 1, timeout_ms);
 	while (r < 0 && errno == EINTR);
@@ -277,7 +359,8 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 	for (;;) {
 		long len = wire_frame_len(c->in, c->in_len, max_frame);
 		size_t want = IPC_READ_CHUNK;
-		int n, r;
+		long n;
+		int r;
 
 		if (len < 0) {
 			c->broken = 1;
@@ -308,9 +391,7 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 		if (c->in_len == 0 && timeout_ms != IPC_FOREVER &&
 		    (r = ipc_poll(c, timeout_ms)) < 0)
 			return r;
-		n = readSocket(c->fd, c->in + c->in_len,
-		    (int)(c->in_cap - c->in_len > INT_MAX ? INT_MAX :
-		    c->in_cap - c->in_len));
+		n = ipc_io_read(c, c->in + c->in_len, c->in_cap - c->in_len);
 		if (n <= 0) {
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -452,13 +533,52 @@ ipc_drain(struct ipc_conn *c)
 
 /* --- connections -------------------------------------------------------- */
 
+/* How long a tls:// connection may take to connect and authenticate. */
+#define IPC_TLS_HANDSHAKE_MS	10000
+
+/* "tls://host[:port]": TCP to a remote broker, then TLS 1.3 with the
+ * credentials the environment names.  0 or -errno. */
+static int
+ipc_open_tls(struct ipc_conn *c, const char *hostport)
+{
+	struct tls_conf conf = {
+		.psk_file = getenv("IPC_TLS_PSK"),
+		.ca_file = getenv("IPC_TLS_CA"),
+		.cert_file = getenv("IPC_TLS_CERT"),
+		.key_file = getenv("IPC_TLS_KEY"),
+	};
+	char text[IPC_ADDR_MAX], why[256];
+	struct ipc_addr a;
+	int want = POLLOUT, r;
+
+	/* The address parser knows hosts, ports and [v6]. */
+	if (snprintf(text, sizeof(text), "x@%s", hostport) >=
+	    (int)sizeof(text) || ipc_addr_parse(text, &a) < 0)
+		return -EINVAL;
+	/* No usable key or certificate: ENOKEY, not a vague EINVAL. */
+	if ((r = tls_ctx_new(&conf, 0, &c->tls_ctx, why, sizeof(why))) < 0)
+		return r == -ENOMEM ? r : -ENOKEY;
+	if ((c->fd = connectSocket(a.host, a.port > 0 ? a.port :
+	    IPC_TCP_PORT)) < 0)
+		return -errno;
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
+	    sizeof(int));
+	if (nonblockSocket(c->fd, 1) < 0 ||
+	    (c->tls = tls_new(c->tls_ctx, c->fd)) == NULL)
+		return -ENOMEM;
+	while ((r = tls_handshake(c->tls, &want, why, sizeof(why))) == 0)
+		if (ipc_tls_wait(c, want, IPC_TLS_HANDSHAKE_MS) < 0)
+			return -errno;
+	return r == 1 ? 0 : r == -EACCES ? -EACCES : -EPROTO;
+}
+
 struct ipc_conn *
 ipc_open(const char *where)
 {
 	char path[PATH_MAX];
 	struct wire_frame req = { .type = WIRE_HELLO }, rep;
 	struct ipc_conn *c;
-	int r;
+	int r, tls = 0;
 
 	if (where == NULL) {
 		if (ipc_default_socket(path, sizeof(path)) < 0)
@@ -466,6 +586,8 @@ ipc_open(const char *where)
 	} else if (strncmp(where, "unix:", 5) == 0 && where[5] != '\0' &&
 	    strlen(where + 5) < sizeof(path)) {
 		strcpy(path, where + 5);
+	} else if (strncmp(where, "tls://", 6) == 0 && where[6] != '\0') {
+		tls = 1;
 	} else {
 		errno = EINVAL;
 		return NULL;
@@ -475,7 +597,15 @@ ipc_open(const char *where)
 	/* Until WELCOME says otherwise, accept small frames only. */
 	c->max_payload = 4096;
 	c->poll_fd = c->stash_fd = -1;
-	if ((c->fd = connectSocketUnix(path)) < 0) {
+	c->fd = -1;
+	if (tls) {
+		if ((r = ipc_open_tls(c, where + 6)) < 0) {
+			c->broken = 1;
+			ipc_close(c);
+			errno = -r;
+			return NULL;
+		}
+	} else if ((c->fd = connectSocketUnix(path)) < 0) {
 		r = -errno;
 		free(c);
 		errno = -r;
@@ -508,6 +638,12 @@ ipc_close(struct ipc_conn *c)
 	 * application has; a broker that is gone needs neither. */
 	if (c->fd >= 0 && !c->broken)
 		ipc_write_frame(c, NULL);
+	if (c->tls != NULL) {
+		if (!c->broken)
+			tls_shutdown(c->tls);
+		tls_free(c->tls);
+	}
+	tls_ctx_free(c->tls_ctx);
 	if (c->fd >= 0)
 		closeSocket(c->fd);
 	free(c->pend);
@@ -773,8 +909,8 @@ ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
 {
 	struct wire_frame req = { .type = WIRE_SEND };
 	struct ipc_addr a;
-	long n;
-	int r, w;
+	long n, w;
+	int r;
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
@@ -797,7 +933,10 @@ ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.payload.len = len;
 	if ((n = ipc_encode(c, &req)) < 0)
 		return ipc_fail((int)n);
-	w = writeSomeSocket(c->fd, c->out, (int)n);
+	w = ipc_io_write(c, c->out, (size_t)n, 0);
+	/* TLS took the frame even so: it is the library's to finish. */
+	if (w < 0 && errno == EAGAIN && c->tls != NULL)
+		w = 0;
 	if (w < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK)
 			return ipc_fail(-EAGAIN);
@@ -814,8 +953,8 @@ ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
 			if (p == NULL) {
 				/* Half a frame out and no room for the
 				 * rest: finish it the slow way. */
-				if (writeSocket(c->fd, c->out + w,
-				    (int)rest) != (int)rest) {
+				if (ipc_io_write(c, c->out + w, rest, 1) !=
+				    (long)rest) {
 					c->broken = 1;
 					return ipc_fail(-ECONNRESET);
 				}

@@ -25,6 +25,8 @@ extern "C" {
 #endif
 
 #define IPC_FOREVER	(-1)
+/* The TCP port of a broker's --tcp, when an address names none. */
+#define IPC_TCP_PORT	7400
 
 /* Mailbox names: 1-255 bytes of [A-Za-z0-9._-], not starting with '.'. */
 #define IPC_NAME_MAX	255
@@ -79,9 +81,18 @@ struct ipc_conn;
  * ipc_open - connect to a broker.  where is NULL for the default socket
  * ($IPC_SOCKET; else /run/ipcd/ipcd.sock for root; else
  * $XDG_RUNTIME_DIR/ipcd.sock; else /tmp/ipcd-UID/ipcd.sock), or
- * "unix:PATH".  Returns the connection, or NULL with errno: ENOENT or
- * ECONNREFUSED (no broker there), EPROTO (not a broker, or an
- * incompatible one), EINVAL, ENOMEM.
+ * "unix:PATH", or "tls://HOST[:PORT]" for the broker of another host
+ * (ipcd --tcp; port 7400 by default), for a process on a machine with no
+ * broker of its own.  A tls:// connection authenticates with TLS 1.3 as
+ * the environment says: IPC_TLS_PSK=KEYFILE (ipcctl keygen), or
+ * IPC_TLS_CA, IPC_TLS_CERT and IPC_TLS_KEY; the broker maps its identity
+ * to a uid.  It may use mailboxes (and send anywhere) but has no direct
+ * queue there: receiving from it, or ipc_accept_remote(), is ENOTSUP, and
+ * its messages carry no reply address.  Returns the connection, or NULL
+ * with errno: ENOENT or ECONNREFUSED (no broker there), EPROTO (not a
+ * broker, or an incompatible one), ENOKEY (tls://: no usable key or
+ * certificate in the environment), EACCES (tls://: authentication
+ * failed), ETIMEDOUT, EINVAL, ENOMEM.
  */
 struct ipc_conn *ipc_open(const char *where);
 

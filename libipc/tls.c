@@ -147,6 +147,9 @@ tls_error(const char *fallback, char *why, size_t why_size)
 		case SSL_R_SSLV3_ALERT_BAD_CERTIFICATE:
 		case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN:
 		case SSL_R_TLSV1_ALERT_ACCESS_DENIED:
+		/* What a connecting side hears when the server found its
+		 * PSK binder wrong: a different key. */
+		case SSL_R_SSLV3_ALERT_ILLEGAL_PARAMETER:
 			auth = 1;
 			break;
 		default:

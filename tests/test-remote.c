@@ -828,6 +828,106 @@ test_uid_map_decides_permissions(void **state)
 	ipc_close(cb);
 }
 
+/* --- clients of another host (tls://) ---------------------------------- */
+
+static struct ipc_conn *
+tls_open(const struct broker *b, const char *key)
+{
+	char where[64];
+
+	snprintf(where, sizeof(where), "tls://127.0.0.1:%d", b->tcp_port);
+	if (key != NULL)
+		setenv("IPC_TLS_PSK", key, 1);
+	else
+		unsetenv("IPC_TLS_PSK");
+	return ipc_open(where);
+}
+
+static void
+test_tls_client_uses_mailboxes_of_a_remote_broker(void **state)
+{
+	struct net *n = *state;
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *cb = broker_open(b), *r = tls_open(b, n->key);
+	struct ipc_msg_info info;
+	char buf[64];
+
+	assert_non_null(r);
+	open_mbox(cb, "jobs", -1);
+	assert_int_equal(ipc_send(r, "jobs", "remote", 6), 0);
+	assert_int_equal(ipc_recv_timed(cb, "jobs", buf, sizeof(buf),
+	    TEST_WAIT_MS, &info), 6);
+	assert_memory_equal(buf, "remote", 6);
+	/* No direct queue there, so no reply address; the mapped uid. */
+	assert_string_equal(info.sender, "");
+	assert_int_equal(info.uid, 65534);
+	assert_int_equal(ipc_send(cb, "jobs", "back", 4), 0);
+	assert_int_equal(ipc_recv_timed(r, "jobs", buf, sizeof(buf),
+	    TEST_WAIT_MS, &info), 4);
+	assert_memory_equal(buf, "back", 4);
+	assert_int_equal(ipc_recv_timed(r, NULL, buf, sizeof(buf), 0, NULL),
+	    -1);
+	assert_int_equal(errno, ENOTSUP);
+	assert_int_equal(ipc_accept_remote(r, 1), -1);
+	assert_int_equal(errno, ENOTSUP);
+	/* A local process's queue refuses it unless it said otherwise. */
+	{
+		char to[32];
+
+		snprintf(to, sizeof(to), "pid:%d", (int)getpid());
+		assert_int_equal(ipc_send(r, to, "x", 1), -1);
+		assert_int_equal(errno, EACCES);
+		assert_int_equal(ipc_accept_remote(cb, 1), 0);
+		assert_int_equal(ipc_send(r, to, "y", 1), 0);
+		assert_int_equal(ipc_recv_timed(cb, NULL, buf, sizeof(buf),
+		    TEST_WAIT_MS, NULL), 1);
+		assert_int_equal(buf[0], 'y');
+	}
+	ipc_close(r);
+	ipc_close(cb);
+	unsetenv("IPC_TLS_PSK");
+}
+
+static void
+test_tls_client_many_messages(void **state)
+{
+	struct net *n = *state;
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *cb = broker_open(b), *r = tls_open(b, n->key);
+	struct drain d = { .mbox = "bulk", .expect = 20000 };
+	struct ipc_send_failure f;
+	pthread_t t;
+
+	assert_non_null(r);
+	open_mbox(cb, "bulk", 20000);
+	d.c = cb;
+	assert_int_equal(pthread_create(&t, NULL, drain_thread, &d), 0);
+	/* Async over TLS: frames the socket cannot take wait in the
+	 * library, whole, and go first next time. */
+	send_numbered_from(r, "bulk", 0, 20000);
+	pthread_join(t, NULL);
+	assert_int_equal(d.got, 20000);
+	assert_int_equal(d.dup_or_gap, 0);
+	assert_int_equal(ipc_send_failure(r, &f), -1);
+	ipc_close(r);
+	ipc_close(cb);
+	unsetenv("IPC_TLS_PSK");
+}
+
+static void
+test_tls_client_with_wrong_or_no_key_is_refused(void **state)
+{
+	struct net *n = *state;
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *r;
+
+	assert_null(r = tls_open(b, n->key2));
+	assert_int_equal(errno, EACCES);
+	assert_null(r = tls_open(b, NULL));
+	assert_int_equal(errno, ENOKEY);
+	assert_true(counter(b, "tls_refused") >= 1);
+}
+
 int
 main(void)
 {
@@ -859,6 +959,14 @@ main(void)
 		    test_bad_frame_on_a_link_drops_only_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_uid_map_decides_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tls_client_uses_mailboxes_of_a_remote_broker, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tls_client_many_messages, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_tls_client_with_wrong_or_no_key_is_refused, setup,
+		    teardown),
 	};
 
 	test_init(600);
