@@ -1105,6 +1105,25 @@ test_links_help() {
 	err_has "^ipcctl: no broker at $dir/none.sock"
 }
 
+test_socket_tls_reaches_a_remote_broker() {
+	run 0 "$IPCCTL" keygen -i tls-test "$dir/tls.key" || return 1
+	start_broker tlsb --psk "$dir/tls.key" || return 1
+	run 0 "$IPCCTL" -s "$dir/tlsb.sock" create jobs --mode 0666 || return 1
+	# The broker of "another host", straight over TLS: no local broker.
+	run 0 env IPC_TLS_PSK="$dir/tls.key" "$IPCCTL" \
+	    -s "tls://127.0.0.1:$bport" send jobs over-tls || return 1
+	run 0 "$IPCCTL" -s "$dir/tlsb.sock" recv jobs --timeout 10000 || return 1
+	eq received "$(cat "$out")" over-tls || return 1
+	# No key: ENOKEY; another key: refused.
+	run 1 env -u IPC_TLS_PSK "$IPCCTL" -s "tls://127.0.0.1:$bport" ls ||
+	    return 1
+	err_has "Required key not available" || return 1
+	run 0 "$IPCCTL" keygen -i tls-test "$dir/other.key" || return 1
+	run 1 env IPC_TLS_PSK="$dir/other.key" "$IPCCTL" \
+	    -s "tls://127.0.0.1:$bport" ls || return 1
+	err_has "Permission denied" || return 1
+}
+
 # start_broker NAME ARGS...: another ipcd, socket $dir/NAME.sock, TCP on
 # a free port of 127.0.0.1 (--psk etc. in ARGS); sets bpid and bport.
 start_broker() {
@@ -1304,6 +1323,7 @@ for t in version_prints_and_exits_0 help_prints_usage_and_exits_0 \
     keygen_rejects_bad_identity keygen_usage_errors \
     keygen_twice_gives_different_keys keygen_json keygen_help \
     links_none_prints_header_only links_help links_between_two_brokers \
+    socket_tls_reaches_a_remote_broker \
     mode_forbids_other_user_eacces mode_allows_other_user; do
 	tcase "$t"
 done

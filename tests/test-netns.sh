@@ -3,23 +3,27 @@
 # a veth pair), linked over TLS: messages cross, the wire is cut mid-stream
 # (the interface taken down: packets vanish, nothing closes), the link is
 # found dead within its heartbeat bound, and after healing every accepted
-# message is delivered exactly once, in order.  Needs root and ip(8);
-# skipped with a message otherwise.  Prints cmocka's report format.
+# message is delivered exactly once, in order.  Needs root, ip(8),
+# unshare(1) and nsenter(1); skipped with a message otherwise.  The
+# namespaces are held by a process each (not named with 'ip netns', which
+# needs mount propagation that a chroot may not have).  Prints cmocka's
+# report format.
 set -u
 ipcd=$top_builddir/daemon/ipcd
 ipcctl=$top_builddir/tools/ipcctl
 tag=$$
-nsa=ipct-$tag-a nsb=ipct-$tag-b
 va=ipa$tag vb=ipb$tag
 # A private /24 from the benchmarking range, different per run.
 net=198.18.$((tag % 250)).
 dir=$(mktemp -d "${TMPDIR:-/tmp}/ipctest.XXXXXX") || exit 1
-pids=
+pids= holders=
 cleanup() {
 	for p in $pids; do kill "$p" 2>/dev/null; done
 	for p in $pids; do wait "$p" 2>/dev/null; done
-	ip netns del "$nsa" 2>/dev/null
-	ip netns del "$nsb" 2>/dev/null
+	# The namespaces (and the veth pair) go with their last process.
+	for p in $holders; do kill "$p" 2>/dev/null; done
+	for p in $holders; do wait "$p" 2>/dev/null; done
+	ip link del "$va" 2>/dev/null
 	rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -32,33 +36,41 @@ skip_all() {
 	exit 0
 }
 [ "$(id -u)" = 0 ] || skip_all "not root: network namespaces need root"
-command -v ip >/dev/null 2>&1 || skip_all "ip(8) is not installed (iproute2)"
-if ! ip netns add "$nsa" 2>"$dir/err" || ! ip netns add "$nsb" 2>>"$dir/err"; then
-	skip_all "cannot make network namespaces here: $(cat "$dir/err")"
-fi
-ip link add "$va" type veth peer name "$vb" &&
-ip link set "$va" netns "$nsa" && ip link set "$vb" netns "$nsb" &&
-ip -n "$nsa" addr add "${net}1/24" dev "$va" &&
-ip -n "$nsb" addr add "${net}2/24" dev "$vb" &&
-ip -n "$nsa" link set lo up && ip -n "$nsb" link set lo up &&
-ip -n "$nsa" link set "$va" up && ip -n "$nsb" link set "$vb" up ||
-	skip_all "cannot make a veth pair here"
+for t in ip unshare nsenter; do
+	command -v $t >/dev/null 2>&1 || skip_all "$t is not installed"
+done
+# A process in a new network namespace for each host.
+unshare --net sleep 3600 & pa=$!
+unshare --net sleep 3600 & pb=$!
+holders="$pa $pb"
+in_a() { nsenter --net="/proc/$pa/ns/net" "$@"; }
+in_b() { nsenter --net="/proc/$pb/ns/net" "$@"; }
+timeout 5 sh -c "until [ \"\$(readlink /proc/$pa/ns/net)\" != \"\$(readlink /proc/self/ns/net)\" ] &&
+    [ \"\$(readlink /proc/$pb/ns/net)\" != \"\$(readlink /proc/self/ns/net)\" ]; do sleep 0.02; done" ||
+	skip_all "cannot make network namespaces here"
+{ ip link add "$va" type veth peer name "$vb" &&
+ip link set "$va" netns "$pa" && ip link set "$vb" netns "$pb" &&
+in_a ip addr add "${net}1/24" dev "$va" &&
+in_b ip addr add "${net}2/24" dev "$vb" &&
+in_a ip link set lo up && in_b ip link set lo up &&
+in_a ip link set "$va" up && in_b ip link set "$vb" up; } 2>"$dir/err" ||
+	skip_all "cannot make a veth pair here: $(cat "$dir/err")"
 
 "$ipcctl" keygen --identity cluster "$dir/key" 2>/dev/null || exit 1
 failed=0
 ok() { echo "[       OK ] $1"; }
 bad() { echo "$2"; echo "[  FAILED  ] $1"; failed=1; }
 
-# start NS NAME IP: ipcd in namespace NS on TCP IP:7400; waits for its
-# ready line (10 s at most).
+# start PID NAME IP: ipcd in the network namespace of PID on TCP IP:7400;
+# waits for its ready line (10 s at most).
 start() {
-	ip netns exec "$1" "$ipcd" -s "$dir/$2.sock" --tcp "$3:7400" \
+	nsenter --net="/proc/$1/ns/net" "$ipcd" -s "$dir/$2.sock" --tcp "$3:7400" \
 	    --psk "$dir/key" --heartbeat 200 --log-level info \
 	    >"$dir/$2.out" 2>"$dir/$2.log" &
 	pids="$pids $!"
 	timeout 10 sh -c "until grep -q 'ready on' '$dir/$2.out'; do sleep 0.05; done"
 }
-start "$nsa" a "${net}1" && start "$nsb" b "${net}2" || {
+start "$pa" a "${net}1" && start "$pb" b "${net}2" || {
 	echo "ipcd did not start:"; cat "$dir"/*.log; exit 1; }
 A="-s $dir/a.sock" B="-s $dir/b.sock"
 peer="${net}2:7400"
@@ -81,7 +93,7 @@ total=300
 sender=$!
 pids="$pids $sender"
 timeout 20 sh -c "until [ \$('$ipcctl' $B stat jobs --json | sed -n 's/.*\"depth\": *\([0-9]*\).*/\1/p') -ge 50 ] 2>/dev/null; do sleep 0.05; done"
-ip -n "$nsa" link set "$va" down
+in_a ip link set "$va" down
 t0=$(date +%s%N)
 timeout 10 sh -c "until '$ipcctl' $A links --json | grep -q '\"reconnects\": *[1-9]'; do sleep 0.02; done"
 found=$?
@@ -91,7 +103,7 @@ echo "# link found dead ${ms} ms after the cut (heartbeat 200 ms)"
 if [ $found = 0 ] && [ $ms -lt 1500 ]; then ok $name; else
 	bad $name "not found dead in time ($ms ms): $("$ipcctl" $A links)"; fi
 sleep 0.5	# keep the wire down a little longer: reconnects fail too
-ip -n "$nsa" link set "$va" up
+in_a ip link set "$va" up
 
 name=after_healing_every_message_arrives_once_in_order
 echo "[ RUN      ] $name"

@@ -828,6 +828,141 @@ test_uid_map_decides_permissions(void **state)
 	ipc_close(cb);
 }
 
+/* --- X.509 ---------------------------------------------------------------- */
+
+/* Make dir/NAME.crt and NAME.key signed by dir/CA.crt (CA == NAME: a
+ * self-signed CA).  With the openssl tool; 0, or -1 when it is missing. */
+static int
+make_cert(const char *dir, const char *ca, const char *name)
+{
+	char cmd[2048];
+	int self = strcmp(ca, name) == 0;
+
+	if (system("command -v openssl >/dev/null 2>&1") != 0)
+		return -1;
+	snprintf(cmd, sizeof(cmd), "cd '%s' && openssl req -newkey ec "
+	    "-pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout %s.key "
+	    "-subj /CN=%s -days 2 %s -out %s.%s 2>/dev/null >&2",
+	    dir, name, name, self ? "-x509" : "", name, self ? "crt" : "csr");
+	assert_int_equal(system(cmd), 0);
+	if (self)
+		return 0;
+	snprintf(cmd, sizeof(cmd), "cd '%s' && openssl x509 -req -in %s.csr "
+	    "-CA %s.crt -CAkey %s.key -CAcreateserial -days 2 -out %s.crt "
+	    "2>/dev/null >&2", dir, name, ca, ca, name);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+/* Start broker i with X.509 credentials dir/NAME.* under dir/CA.crt. */
+static struct broker *
+start_x509(struct net *n, int i, const char *ca, const char *name,
+    const char *const *extra)
+{
+	static char files[3][3][600];
+	const char *argv[32] = { "--tcp", "127.0.0.1:0", "--ca", files[i][0],
+	    "--cert", files[i][1], "--key", files[i][2], "--heartbeat", HB,
+	    "--log-level", "warn" };
+	int k = 12;
+
+	snprintf(files[i][0], sizeof(files[i][0]), "%s/%s.crt", n->dir, ca);
+	snprintf(files[i][1], sizeof(files[i][1]), "%s/%s.crt", n->dir, name);
+	snprintf(files[i][2], sizeof(files[i][2]), "%s/%s.key", n->dir, name);
+	for (int j = 0; extra != NULL && extra[j] != NULL && k < 31; j++)
+		argv[k++] = extra[j];
+	argv[k] = NULL;
+	broker_start(&n->b[i], argv);
+	return &n->b[i];
+}
+
+struct in_probe {
+	int found;
+	char identity[129];
+};
+
+static int
+in_probe_cb(const struct ipc_link_info *info, void *arg)
+{
+	struct in_probe *p = arg;
+
+	if (info->incoming && info->state == IPC_LINK_UP) {
+		p->found = 1;
+		snprintf(p->identity, sizeof(p->identity), "%s",
+		    info->identity);
+	}
+	return 0;
+}
+
+static void
+test_x509_link_is_named_by_its_certificate(void **state)
+{
+	struct net *n = *state;
+	char map[64], to[128], buf[8];
+	const char *extra[] = { "--uid-map", map, NULL };
+	struct ipc_mbox_attr attr;
+	struct ipc_conn *ca, *cb;
+	struct ipc_msg_info info;
+	struct in_probe p = { 0 };
+
+	if (make_cert(n->dir, "ca", "ca") < 0)
+		skip();
+	make_cert(n->dir, "ca", "hostA");
+	make_cert(n->dir, "ca", "hostB");
+	/* Who the certificate names, not what the peer says, gets a uid. */
+	snprintf(map, sizeof(map), "hostA:*=%u:%u", (unsigned)getuid(),
+	    (unsigned)getgid());
+	start_x509(n, 0, "ca", "hostA", NULL);
+	start_x509(n, 1, "ca", "hostB", extra);
+	ca = broker_open(&n->b[0]);
+	cb = broker_open(&n->b[1]);
+	ipc_mbox_attr_init(&attr);
+	assert_int_equal(ipc_mbox_create(cb, "mine", &attr, NULL), 0);
+	addr(to, sizeof(to), "mine", &n->b[1]);
+	assert_int_equal(ipc_send(ca, to, "m", 1), 0);
+	assert_int_equal(ipc_recv_timed(cb, "mine", buf, sizeof(buf),
+	    TEST_WAIT_MS, &info), 1);
+	assert_int_equal(info.uid, getuid());
+	assert_int_equal(ipc_links(cb, in_probe_cb, &p), 0);
+	assert_true(p.found);
+	assert_string_equal(p.identity, "hostA");
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+static void
+test_x509_certificate_of_another_ca_is_refused(void **state)
+{
+	struct net *n = *state;
+	struct ipc_conn *ca, *cb;
+	struct ipc_link_info li;
+	char to[128];
+
+	if (make_cert(n->dir, "ca", "ca") < 0)
+		skip();
+	make_cert(n->dir, "ca", "hostA");
+	make_cert(n->dir, "ca", "hostB");
+	make_cert(n->dir, "rogue", "rogue");
+	make_cert(n->dir, "rogue", "hostC");
+	start_x509(n, 0, "ca", "hostA", NULL);
+	start_x509(n, 1, "ca", "hostB", NULL);
+	/* C trusts the rogue CA and shows a certificate it signed. */
+	start_x509(n, 2, "rogue", "hostC", NULL);
+	cb = broker_open(&n->b[1]);
+	open_mbox(cb, "ok", -1);
+	ipc_close(cb);
+	link_still_works(&n->b[0], &n->b[1]);
+	ca = broker_open(&n->b[0]);
+	addr(to, sizeof(to), "x", &n->b[2]);
+	assert_int_equal(ipc_send_timed(ca, to, "x", 1, 1000, NULL), -1);
+	assert_int_equal(errno, ETIMEDOUT);
+	li = link_of(ca, n->b[2].name);
+	assert_int_not_equal(li.state, IPC_LINK_UP);
+	assert_non_null(strstr(li.last_error, "certificate"));
+	assert_true(counter(&n->b[2], "tls_refused") >= 1);
+	ipc_close(ca);
+	link_still_works(&n->b[0], &n->b[1]);
+}
+
 /* --- clients of another host (tls://) ---------------------------------- */
 
 static struct ipc_conn *
@@ -959,6 +1094,12 @@ main(void)
 		    test_bad_frame_on_a_link_drops_only_it, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_uid_map_decides_permissions, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_x509_link_is_named_by_its_certificate, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_x509_certificate_of_another_ca_is_refused, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_tls_client_uses_mailboxes_of_a_remote_broker, setup,
 		    teardown),

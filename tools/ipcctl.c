@@ -812,7 +812,9 @@ ctl_usage(FILE *f)
 "\n"
 "Options, before or after COMMAND:\n"
 "  -s, --socket PATH  the broker's socket (default: $IPC_SOCKET, else as\n"
-"                     ipc_open(NULL))\n"
+"                     ipc_open(NULL)), or tls://HOST[:PORT] for the broker\n"
+"                     of another host (key: $IPC_TLS_PSK, or certificate:\n"
+"                     $IPC_TLS_CA, $IPC_TLS_CERT, $IPC_TLS_KEY)\n"
 "  -j, --json         print JSON\n"
 "  -h, --help         show this help, or the help of COMMAND\n"
 "  -V, --version      show the version\n"
@@ -850,7 +852,12 @@ ctl_set_socket(struct ctl *x, const char *path)
 		return -1;
 	}
 	snprintf(x->path, sizeof(x->path), "%s", path);
-	snprintf(x->where, sizeof(x->where), "unix:%s", path);
+	/* tls://HOST[:PORT]: the broker of another host, as ipc_open()
+	 * takes it (credentials from IPC_TLS_PSK or IPC_TLS_CA/CERT/KEY). */
+	if (strncmp(path, "tls://", 6) == 0)
+		snprintf(x->where, sizeof(x->where), "%s", path);
+	else
+		snprintf(x->where, sizeof(x->where), "unix:%s", path);
 	return 0;
 }
 
