@@ -48,10 +48,14 @@ static void conn_on_io(struct loop_watch *w, uint32_t events);
 static void conn_process(struct conn *c);
 static void conn_read(struct conn *c);
 
-/* Not read now: too many parked requests or unwritten replies. */
+/* Not read now: too many parked requests or unwritten replies.  Our
+ * side of a link is always read: what comes is answers, bounded by the
+ * window, and they are what lets it send more. */
 static int
 conn_throttled(const struct conn *c)
 {
+	if (c->kind == CONN_LINK_OUT)
+		return c->closing;
 	return c->closing || c->nwaits >= CONN_WAITS_MAX ||
 	    c->out_len - c->out_off >= CONN_OUT_HIGH;
 }
@@ -677,8 +681,7 @@ conn_update_events(struct conn *c)
 	} else if (c->state == CONN_TLS) {
 		ev = c->tls_want == POLLOUT ? EPOLLOUT : EPOLLIN;
 	} else {
-		if (!c->closing && c->nwaits < CONN_WAITS_MAX &&
-		    c->out_len - c->out_off < CONN_OUT_HIGH)
+		if (!conn_throttled(c))
 			ev |= EPOLLIN;
 		if (c->out_len > c->out_off || c->tls_want_write)
 			ev |= EPOLLOUT;
@@ -1554,9 +1557,7 @@ conn_process(struct conn *c)
 {
 	size_t off = 0;
 
-	while (c->state != CONN_DEAD && !c->closing &&
-	    c->nwaits < CONN_WAITS_MAX &&
-	    c->out_len - c->out_off < CONN_OUT_HIGH) {
+	while (c->state != CONN_DEAD && !conn_throttled(c)) {
 		struct wire_frame f;
 		const char *why = "malformed frame";
 		long len = wire_frame_len(c->in + off, c->in_len - off,

@@ -760,42 +760,86 @@ tls_send_frame(struct tls *t, const struct wire_frame *f)
 	assert_int_equal(tls_write(t, buf, (size_t)len, &want), len);
 }
 
+/* Bytes that break the protocol on an authenticated link, as on the
+ * local socket: each gets an ERROR (or nothing) and the end. */
+struct bad_frame {
+	const char *name;
+	uint8_t bytes[40];
+	size_t len;
+	int hello;			/* sent instead of LINK_HELLO */
+};
+
+static const struct bad_frame bad_frames[] = {
+	{ "length 0", { 0, 0, 0, 0, WIRE_LINK_SEND, 0, 0, 0, 1 }, 16, 0 },
+	{ "length 1", { 1, 0, 0, 0, WIRE_LINK_SEND, 0, 0, 0, 1 }, 16, 0 },
+	{ "length 15", { 15, 0, 0, 0, WIRE_PING, 0, 0, 0, 1 }, 16, 0 },
+	{ "length 2^32-1", { 0xff, 0xff, 0xff, 0xff, WIRE_LINK_SEND, 0, 0, 0,
+	    1 }, 16, 0 },
+	{ "length over the limit", { 0, 0, 0, 0x40, WIRE_LINK_SEND, 0, 0, 0,
+	    1 }, 16, 0 },
+	{ "unknown type", { 16, 0, 0, 0, 0x7f, 0, 0, 0, 1 }, 16, 0 },
+	{ "PING cut short", { 20, 0, 0, 0, WIRE_PING, 0, 0, 0, 1, 0, 0, 0,
+	    0, 0, 0, 0, 1, 2, 3, 4 }, 20, 0 },
+	{ "a client's SEND on a link", { 26, 0, 0, 0, WIRE_SEND, 0, 0, 0, 1,
+	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 26, 0 },
+	{ "LINK_SEND numbered 0", { 38, 0, 0, 0, WIRE_LINK_SEND, 0, 0, 0, 0,
+	    0, 0, 0, 0, 0, 0, 0 }, 38, 0 },
+	{ "wrong magic", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1, 0, 0, 0,
+	    0, 0, 0, 0, 'X', 'P', 'C', '1', 1, 0, 1, 0 }, 34, 1 },
+	{ "no version in common", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1,
+	    0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 9, 0, 9, 0 }, 34, 1 },
+	{ "LINK_HELLO without a name", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0,
+	    0, 1, 0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 1, 0, 1, 0 }, 34,
+	    1 },
+};
+
 static void
-test_bad_frame_on_a_link_drops_only_it(void **state)
+test_bad_frames_on_a_link_drop_only_it(void **state)
 {
 	struct net *n = *state;
 	struct wire_frame f = { .type = WIRE_LINK_HELLO, .id = 1 };
-	/* A header whose length is shorter than a header. */
-	uint8_t bad[16] = { 3, 0, 0, 0, WIRE_LINK_SEND, 0 };
-	struct tls_ctx *ctx;
-	struct tls *t;
 	uint8_t buf[512];
-	long r;
-	int fd, want;
 
 	linked_pair(n, NULL);
-	t = tls_connect(n->key, n->b[1].tcp_port, &ctx, &fd);
 	f.b.link_hello.magic = WIRE_MAGIC;
 	f.b.link_hello.version_min = f.b.link_hello.version_max =
 	    WIRE_VERSION;
 	f.b.link_hello.epoch = 42;
 	f.b.link_hello.name = wire_str("127.0.0.1:1");
-	tls_send_frame(t, &f);
-	r = tls_read(t, buf, sizeof(buf), &want);
-	assert_true(r >= (long)WIRE_HDR_LEN);
-	assert_int_equal(wire_get16(buf + 4), WIRE_WELCOME);
-	assert_int_equal(tls_write(t, bad, sizeof(bad), &want),
-	    (long)sizeof(bad));
-	/* An ERROR, then the end. */
-	do
-		r = tls_read(t, buf, sizeof(buf), &want);
-	while (r > 0);
-	assert_true(r == 0 || errno == ECONNRESET || errno == EIO ||
-	    errno == EPIPE);
-	tls_free(t);
-	tls_ctx_free(ctx);
-	closeSocket(fd);
-	assert_true(counter(&n->b[1], "errors_protocol") >= 1);
+	for (size_t i = 0; i < sizeof(bad_frames) / sizeof(bad_frames[0]);
+	    i++) {
+		const struct bad_frame *bf = &bad_frames[i];
+		struct tls_ctx *ctx;
+		struct tls *t;
+		long long t0;
+		long r;
+		int fd, want;
+
+		t = tls_connect(n->key, n->b[1].tcp_port, &ctx, &fd);
+		if (!bf->hello) {
+			tls_send_frame(t, &f);
+			r = tls_read(t, buf, sizeof(buf), &want);
+			assert_true(r >= (long)WIRE_HDR_LEN);
+			assert_int_equal(wire_get16(buf + 4), WIRE_WELCOME);
+		}
+		assert_int_equal(tls_write(t, bf->bytes, bf->len, &want),
+		    (long)bf->len);
+		/* An ERROR maybe, then the end, promptly. */
+		t0 = test_now_ms();
+		do
+			r = tls_read(t, buf, sizeof(buf), &want);
+		while (r > 0);
+		if (r < 0 && errno != ECONNRESET && errno != EIO &&
+		    errno != EPIPE)
+			fail_msg("%s: %s", bf->name, strerror(errno));
+		if (test_now_ms() - t0 > 2000)
+			fail_msg("%s: not closed promptly", bf->name);
+		tls_free(t);
+		tls_ctx_free(ctx);
+		closeSocket(fd);
+	}
+	assert_true(counter(&n->b[1], "errors_protocol") >=
+	    sizeof(bad_frames) / sizeof(bad_frames[0]));
 	link_still_works(&n->b[0], &n->b[1]);
 }
 
@@ -826,6 +870,73 @@ test_uid_map_decides_permissions(void **state)
 	assert_int_equal(info.gid, getgid());
 	ipc_close(ca);
 	ipc_close(cb);
+}
+
+/* --- limits and later failures ------------------------------------------- */
+
+static void
+test_async_remote_failure_is_reported_with_its_id(void **state)
+{
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, NULL);
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a);
+	struct ipc_send_failure f;
+	uint64_t id;
+	char to[128];
+
+	addr(to, sizeof(to), "nope", b);
+	assert_int_equal(ipc_send_async(ca, to, "x", 1, &id), 0);
+	/* It comes back when B answers: ipc_fd() turns readable. */
+	assert_int_equal(test_wait_readable(ipc_fd(ca), TEST_WAIT_MS), 1);
+	assert_int_equal(ipc_send_failure(ca, &f), 0);
+	assert_true(f.send_id == id);
+	assert_int_equal(f.error, ENOENT);
+	ipc_close(ca);
+}
+
+static void
+test_message_over_the_remote_limit_is_refused_here(void **state)
+{
+	static const char *const small[] = { "--max-msg-size", "1000",
+	    NULL };
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, NULL);
+	struct broker *b = start(n, 1, n->key, small);
+	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	char to[128], big[2000] = { 0 }, buf[8];
+
+	open_mbox(cb, "lim", -1);
+	addr(to, sizeof(to), "lim", b);
+	assert_int_equal(ipc_send(ca, to, big, sizeof(big)), -1);
+	assert_int_equal(errno, EMSGSIZE);
+	/* The link is still there for what fits. */
+	assert_int_equal(ipc_send(ca, to, "s", 1), 0);
+	assert_int_equal(ipc_recv_timed(cb, "lim", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 1);
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+static void
+test_connections_per_address_are_bounded(void **state)
+{
+	static const char *const two[] = { "--max-conns-per-addr", "2",
+	    NULL };
+	struct net *n = *state;
+	struct broker *b = start(n, 1, n->key, two);
+	int fd[3];
+
+	for (int i = 0; i < 3; i++) {
+		fd[i] = connectSocket("127.0.0.1", b->tcp_port);
+		assert_true(fd[i] >= 0);
+	}
+	/* The third is closed at once; the first two wait for TLS. */
+	assert_int_equal(wait_closed(fd[2], TEST_WAIT_MS), 0);
+	assert_true(counter(b, "connections_refused") >= 1);
+	assert_int_equal(test_wait_readable(fd[0], 100), 0);
+	for (int i = 0; i < 3; i++)
+		closeSocket(fd[i]);
 }
 
 /* --- X.509 ---------------------------------------------------------------- */
@@ -1091,7 +1202,16 @@ main(void)
 		cmocka_unit_test_setup_teardown(
 		    test_stalled_handshake_is_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(
-		    test_bad_frame_on_a_link_drops_only_it, setup, teardown),
+		    test_bad_frames_on_a_link_drop_only_it, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_async_remote_failure_is_reported_with_its_id, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_message_over_the_remote_limit_is_refused_here, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_connections_per_address_are_bounded, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_uid_map_decides_permissions, setup, teardown),
 		cmocka_unit_test_setup_teardown(
