@@ -33,6 +33,12 @@ struct tls_ctx;
 /* "host:port" of a broker ("[v6]:port"), the key of links and the
  * origin of the messages that came over them. */
 #define LINK_NAME_MAX	(IPC_HOST_MAX + 2 + 1 + 5 + 1)
+/* Sequence numbers in flight per link, and so the answers a receiving
+ * broker remembers per peer (and the sends it may park for one).  1024
+ * x 64 B messages keep a loopback link busy; picked, then measured. */
+#define LINK_WINDOW	1024u
+/* A link is dead when this many heartbeats went unanswered. */
+#define LINK_MISSED	3
 /* The default TCP port of ipcd --tcp. */
 #define IPCD_TCP_PORT	IPC_TCP_PORT
 
@@ -146,6 +152,9 @@ struct conn {
 					 * other hosts */
 	int remote_direct;		/* OPTION: takes remote messages */
 	int64_t last_rx_ms;		/* TCP: last bytes from the peer */
+	uint32_t silence_ms;		/* CONN_LINK_IN: closed when silent
+					 * this long (LINK_MISSED of the
+					 * slower side's heartbeats) */
 	struct ucred cred;
 	struct proc *proc;		/* from HELLO on */
 	struct conn *pnext;		/* the proc's conns */
@@ -167,6 +176,8 @@ struct conn {
 	struct conn *next, *prev;	/* the broker's list */
 	struct conn *flush_next;
 	struct loop_timer hello_timer;
+	struct loop_timer more_timer;	/* TLS: read what it decrypted
+					 * once the loop went round */
 	uint64_t msgs_sent, msgs_received, connected_ns;
 };
 

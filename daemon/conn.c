@@ -39,14 +39,16 @@
 #define CONN_WAITS_MAX 16
 /* Stop reading a client whose unwritten replies pass this.  Picked. */
 #define CONN_OUT_HIGH (1u << 20)
-/* Bytes read per read() call. */
+/* Bytes read per read() call, and per conn per loop round. */
 #define CONN_READ_CHUNK (64u << 10)
+#define CONN_READ_BUDGET (1u << 20)
 /* Buffers larger than this are freed when empty.  Picked. */
 #define CONN_KEEP_BUF (256u << 10)
 
 static void conn_on_io(struct loop_watch *w, uint32_t events);
 static void conn_process(struct conn *c);
 static void conn_read(struct conn *c);
+static void conn_want_flush(struct conn *c);
 
 /* Not read now: too many parked requests or unwritten replies.  Our
  * side of a link is always read: what comes is answers, bounded by the
@@ -56,6 +58,12 @@ conn_throttled(const struct conn *c)
 {
 	if (c->kind == CONN_LINK_OUT)
 		return c->closing;
+	/* A link parks up to a window of sends (its peer sends no more):
+	 * held back at 16 like a client, its PINGs would go unread and a
+	 * full mailbox would take the link down. */
+	if (c->kind == CONN_LINK_IN)
+		return c->closing || c->nwaits >= 2 * LINK_WINDOW ||
+		    c->out_len - c->out_off >= CONN_OUT_HIGH;
 	return c->closing || c->nwaits >= CONN_WAITS_MAX ||
 	    c->out_len - c->out_off >= CONN_OUT_HIGH;
 }
@@ -97,9 +105,9 @@ conn_hello_expired(struct loop_timer *t)
 		 * one silent for LINK_MISSED of them is dead (or
 		 * half-open: the peer is gone and TCP has not noticed). */
 		idle = loop_now_ms() - c->last_rx_ms;
-		if (idle < 3 * (int64_t)c->b->lim.heartbeat_ms) {
+		if (idle < (int64_t)c->silence_ms) {
 			loop_timer_set(c->b->loop, &c->hello_timer,
-			    c->last_rx_ms + 3 * (int64_t)c->b->lim.heartbeat_ms);
+			    c->last_rx_ms + c->silence_ms);
 			return;
 		}
 		log_warn("link from %s: silent for %lld ms; closing",
@@ -126,6 +134,17 @@ conn_hello_expired(struct loop_timer *t)
 	}
 	conn_reply_error(c, 0, ETIMEDOUT, 0, "no HELLO in time");
 	c->closing = 1;
+}
+
+static void
+conn_read_more(struct loop_timer *t)
+{
+	struct conn *c = t->data;
+
+	if (c->state == CONN_READY && !conn_throttled(c))
+		conn_read(c);
+	if (c->state != CONN_DEAD)
+		conn_want_flush(c);
 }
 
 static void
@@ -248,6 +267,7 @@ conn_new(struct broker *b, int fd, enum conn_kind kind)
 		snprintf(c->comm, sizeof(c->comm), "%s",
 		    kind == CONN_LINK_OUT ? "(link)" : "(tcp)");
 	loop_timer_init(&c->hello_timer, conn_hello_expired, c);
+	loop_timer_init(&c->more_timer, conn_read_more, c);
 	/* Our side of a link waits for its connect to finish: writable. */
 	if ((r = loop_watch_add(b->loop, &c->watch, kind == CONN_LINK_OUT ?
 	    EPOLLOUT : EPOLLIN)) < 0 ||
@@ -417,6 +437,7 @@ conn_close(struct conn *c)
 	if (c->link != NULL)
 		link_conn_closed(c, NULL);
 	loop_timer_del(b->loop, &c->hello_timer);
+	loop_timer_del(b->loop, &c->more_timer);
 	loop_watch_del(b->loop, &c->watch);
 	if (c->tls != NULL)
 		tls_shutdown(c->tls);
@@ -587,6 +608,13 @@ conn_report_failure(struct broker *b, const struct msg *msg, int err,
 	struct conn *c = proc_conn_by_id(b, (pid_t)msg->pid,
 	    msg->sender_conn);
 
+	/* A client of another host has no process here: found by its
+	 * conn (rare: only failures get here). */
+	if (c == NULL && msg->pid == 0 && msg->origin == NULL)
+		for (c = b->conns; c != NULL; c = c->next)
+			if (c->id == msg->sender_conn &&
+			    c->kind == CONN_REMOTE_CLIENT)
+				break;
 	b->n.failures_reported++;
 	if (c == NULL)
 		return;		/* the sender is gone too */
@@ -846,9 +874,13 @@ conn_on_link_hello(struct conn *c, const struct wire_frame *f)
 	c->kind = CONN_LINK_IN;
 	c->state = CONN_READY;
 	c->last_rx_ms = loop_now_ms();
-	/* The handshake timer now watches for silence. */
+	/* The handshake timer now watches for silence, by the slower of
+	 * the two heartbeats (the peer pings at its own). */
+	c->silence_ms = LINK_MISSED * (h->heartbeat_ms >
+	    c->b->lim.heartbeat_ms ? (h->heartbeat_ms > 600000 ? 600000 :
+	    h->heartbeat_ms) : c->b->lim.heartbeat_ms);
 	loop_timer_set(c->b->loop, &c->hello_timer, loop_now_ms() +
-	    3 * (int64_t)c->b->lim.heartbeat_ms);
+	    c->silence_ms);
 	log_info("link from %s (%s, %s) up", name, tls_peer(c->tls), c->addr);
 	w.b.welcome.version = WIRE_VERSION;
 	w.b.welcome.max_payload = c->b->lim.max_payload;
@@ -1472,6 +1504,12 @@ conn_dispatch_link(struct conn *c, const struct wire_frame *f)
 		w.b.ping = f->b.ping;
 		conn_push(c, &w);
 		break;
+	case WIRE_BYE:
+		/* The peer is stopping: its link goes, quietly. */
+		log_info("link from %s: the peer is stopping",
+		    peer_name(c->peer));
+		conn_close(c);
+		break;
 	default:
 		conn_violation(c, f->id, EPROTO, "unexpected frame on a link");
 		break;
@@ -1589,6 +1627,8 @@ conn_process(struct conn *c)
 static void
 conn_read(struct conn *c)
 {
+	size_t budget = CONN_READ_BUDGET;
+
 	for (;;) {
 		size_t want = CONN_READ_CHUNK;
 		long flen = wire_frame_len(c->in, c->in_len, conn_max_frame(c));
@@ -1640,9 +1680,20 @@ conn_read(struct conn *c)
 		if (c->state == CONN_DEAD || conn_throttled(c))
 			return;
 		/* A short read means the socket is drained for now (TLS
-		 * hands out one record per read: read until EAGAIN). */
+		 * hands out one record per read: read until EAGAIN, or
+		 * until this conn had its share of the round; the rest is
+		 * read next round). */
 		if (c->tls == NULL && (size_t)n < want)
 			return;
+		if ((size_t)n >= budget) {
+			/* epoll sees what the socket holds, not what TLS
+			 * has decrypted already: come back next round. */
+			if (c->tls != NULL && tls_pending(c->tls))
+				loop_timer_set(c->b->loop, &c->more_timer,
+				    loop_now_ms());
+			return;
+		}
+		budget -= (size_t)n;
 	}
 }
 

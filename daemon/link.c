@@ -30,12 +30,6 @@
 #include "mysocks.h"
 #include "tls.h"
 
-/* Sequence numbers in flight per link, and so the answers a receiving
- * broker remembers per peer.  1024 x 64 B messages keep a loopback link
- * busy; picked, then measured (doc/protocol.md). */
-#define LINK_WINDOW	1024u
-/* A link is dead when this many heartbeats went unanswered. */
-#define LINK_MISSED	3
 /* Reconnection backoff, doubling from the first to the last. */
 #define LINK_BACKOFF_MIN_MS	100u
 #define LINK_BACKOFF_MAX_MS	5000u
@@ -306,7 +300,9 @@ lreq_expired(struct loop_timer *t)
 	struct link *l = r->link;
 	struct broker *b = l->b;
 
-	if (!r->in_flight) {
+	/* Never numbered: never sent, so it can be taken back.  One put
+	 * back by a reconnect may have been accepted already. */
+	if (r->seq == 0) {
 		b->n.err_timeout++;
 		lq_remove(&l->unsent, r);
 		lreq_answer(b, r, wire_code(ETIMEDOUT), l->state ==
@@ -473,7 +469,7 @@ link_conn_gone(struct broker *b, struct conn *c)
 		/* A blocking sender that leaves takes back what was not
 		 * sent yet, as with a local parked send; what was sent,
 		 * and what an async sender handed over, goes on. */
-		if (r->blocking && !r->in_flight) {
+		if (r->blocking && r->seq == 0) {
 			lq_remove(&r->link->unsent, r);
 			lreq_free(b, r);
 		} else {
@@ -519,6 +515,7 @@ link_conn_up(struct conn *c)
 	f.b.link_hello.version_min = WIRE_VERSION;
 	f.b.link_hello.version_max = WIRE_VERSION;
 	f.b.link_hello.epoch = l->b->epoch;
+	f.b.link_hello.heartbeat_ms = l->b->lim.heartbeat_ms;
 	f.b.link_hello.name = wire_str(l->b->name);
 	conn_push(c, &f);
 }

@@ -102,7 +102,8 @@ static const struct wire_field wire_f_option[] = {
 static const struct wire_field wire_f_link_hello[] = {
 	F(WK_U32, link_hello.magic), F(WK_U16, link_hello.version_min),
 	F(WK_U16, link_hello.version_max), F(WK_U64, link_hello.epoch),
-	F(WK_STR, link_hello.name), END };
+	F(WK_U32, link_hello.heartbeat_ms), F(WK_STR, link_hello.name),
+	END };
 static const struct wire_field wire_f_link_send[] = {
 	F(WK_U32, link_send.timeout_ms), F(WK_U32, link_send.flags),
 	F(WK_U32, link_send.pid), F(WK_U32, link_send.uid),

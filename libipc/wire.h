@@ -152,6 +152,8 @@ struct wire_link_hello {
 	uint16_t version_min, version_max;
 	uint64_t epoch;			/* random per broker start: sequence
 					 * numbers restart with it */
+	uint32_t heartbeat_ms;		/* how often it pings: the other
+					 * side's silence limit follows */
 	struct wire_bytes name;		/* the address that reaches the
 					 * sending broker: "host:port" */
 };

@@ -784,12 +784,12 @@ static const struct bad_frame bad_frames[] = {
 	    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }, 26, 0 },
 	{ "LINK_SEND numbered 0", { 38, 0, 0, 0, WIRE_LINK_SEND, 0, 0, 0, 0,
 	    0, 0, 0, 0, 0, 0, 0 }, 38, 0 },
-	{ "wrong magic", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1, 0, 0, 0,
-	    0, 0, 0, 0, 'X', 'P', 'C', '1', 1, 0, 1, 0 }, 34, 1 },
-	{ "no version in common", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1,
-	    0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 9, 0, 9, 0 }, 34, 1 },
-	{ "LINK_HELLO without a name", { 34, 0, 0, 0, WIRE_LINK_HELLO, 0, 0,
-	    0, 1, 0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 1, 0, 1, 0 }, 34,
+	{ "wrong magic", { 38, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1, 0, 0, 0,
+	    0, 0, 0, 0, 'X', 'P', 'C', '1', 1, 0, 1, 0 }, 38, 1 },
+	{ "no version in common", { 38, 0, 0, 0, WIRE_LINK_HELLO, 0, 0, 0, 1,
+	    0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 9, 0, 9, 0 }, 38, 1 },
+	{ "LINK_HELLO without a name", { 38, 0, 0, 0, WIRE_LINK_HELLO, 0, 0,
+	    0, 1, 0, 0, 0, 0, 0, 0, 0, 'I', 'P', 'C', '1', 1, 0, 1, 0 }, 38,
 	    1 },
 };
 
@@ -868,6 +868,113 @@ test_uid_map_decides_permissions(void **state)
 	    TEST_WAIT_MS, &info), 1);
 	assert_int_equal(info.uid, getuid());
 	assert_int_equal(info.gid, getgid());
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+/* --- a link that must stay up ------------------------------------------- */
+
+struct parked_sender {
+	const struct broker *a;
+	char to[128];
+	int rc;
+};
+
+static void *
+parked_send_thread(void *arg)
+{
+	struct parked_sender *p = arg;
+	struct ipc_conn *c = ipc_open(p->a->where);
+
+	p->rc = c != NULL ? ipc_send(c, p->to, "p", 1) : -1;
+	ipc_close(c);
+	return NULL;
+}
+
+/* Watch a's link to peer for window_ms: it must stay up throughout. */
+static void
+link_stays_up(struct ipc_conn *ca, const char *peer, int window_ms)
+{
+	long long end = test_now_ms() + window_ms;
+
+	while (test_now_ms() < end) {
+		struct ipc_link_info li = link_of(ca, peer);
+
+		assert_int_equal(li.state, IPC_LINK_UP);
+		assert_int_equal(li.reconnects, 0);
+		assert_int_equal(test_wait_readable(-1, 20), 0);
+	}
+}
+
+#define PARKED 20
+
+static void
+test_full_remote_mailbox_does_not_take_the_link_down(void **state)
+{
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, NULL);
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	struct parked_sender ps[PARKED];
+	pthread_t t[PARKED];
+	struct ipc_mbox_info info;
+	char to[128], buf[8];
+	long long t0;
+
+	open_mbox(cb, "one", 1);
+	open_mbox(cb, "other", -1);
+	for (int i = 0; i < PARKED; i++) {
+		ps[i].a = a;
+		addr(ps[i].to, sizeof(ps[i].to), "one", b);
+		assert_int_equal(pthread_create(&t[i], NULL,
+		    parked_send_thread, &ps[i]), 0);
+	}
+	/* One queued, the others parked on B, all from one link. */
+	t0 = test_now_ms();
+	do {
+		assert_int_equal(ipc_mbox_stat(cb, "one", &info), 0);
+		if (info.waiting_senders >= PARKED - 1)
+			break;
+		if (test_now_ms() - t0 > TEST_WAIT_MS)
+			fail_msg("B parked %u sends of %u: the link was not "
+			    "read", info.waiting_senders, PARKED - 1);
+		assert_int_equal(test_wait_readable(-1, 10), 0);
+	} while (1);
+	/* More than LINK_MISSED heartbeats of 200 ms: PINGs still read. */
+	link_stays_up(ca, b->name, 1000);
+	/* And the link still carries messages for elsewhere on B. */
+	addr(to, sizeof(to), "other", b);
+	assert_int_equal(ipc_send_timed(ca, to, "o", 1, 2000, NULL), 0);
+	for (int i = 0; i < PARKED; i++)
+		assert_int_equal(ipc_recv_timed(cb, "one", buf, sizeof(buf),
+		    TEST_WAIT_MS, NULL), 1);
+	for (int i = 0; i < PARKED; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(ps[i].rc, 0);
+	}
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+static void
+test_slower_heartbeat_of_the_peer_is_followed(void **state)
+{
+	static const char *const slow[] = { "--heartbeat", "1000", NULL };
+	struct net *n = *state;
+	/* A pings every second; B would take 3 x 200 ms of silence for
+	 * death if it went by its own heartbeat. */
+	struct broker *a = start(n, 0, n->key, slow);
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	char to[128], buf[8];
+
+	open_mbox(cb, "hb", -1);
+	addr(to, sizeof(to), "hb", b);
+	assert_int_equal(ipc_send(ca, to, "1", 1), 0);
+	link_stays_up(ca, b->name, 1500);
+	assert_int_equal(ipc_send(ca, to, "2", 1), 0);
+	assert_int_equal(ipc_recv_timed(cb, "hb", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 1);
 	ipc_close(ca);
 	ipc_close(cb);
 }
@@ -1203,6 +1310,12 @@ main(void)
 		    test_stalled_handshake_is_dropped, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_bad_frames_on_a_link_drop_only_it, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_full_remote_mailbox_does_not_take_the_link_down,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_slower_heartbeat_of_the_peer_is_followed, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_async_remote_failure_is_reported_with_its_id, setup,
 		    teardown),

@@ -261,6 +261,7 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.link_hello.version_min = 0x0102;
 		f->b.link_hello.version_max = 0xa1b2;
 		f->b.link_hello.epoch = 0x5a5b5c5d5e5f6061ull;
+		f->b.link_hello.heartbeat_ms = 0x71727374u;
 		f->b.link_hello.name = wire_str("hostA:7400");
 		break;
 	case WIRE_LINK_SEND:
@@ -546,6 +547,8 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		assert_int_equal(a->b.link_hello.version_max,
 		    b->b.link_hello.version_max);
 		assert_int_equal(a->b.link_hello.epoch, b->b.link_hello.epoch);
+		assert_int_equal(a->b.link_hello.heartbeat_ms,
+		    b->b.link_hello.heartbeat_ms);
 		assert_bytes_equal(a->b.link_hello.name, b->b.link_hello.name);
 		break;
 	case WIRE_LINK_SEND:
@@ -1608,7 +1611,7 @@ test_encoded_len_of_empty_bodies_matches_layout(void **state)
 		{ WIRE_COUNTERS, 16 }, { WIRE_COUNTER, 26 },
 		{ WIRE_MONITOR, 16 }, { WIRE_EVENT, 58 },
 		{ WIRE_OPTION, 28 }, { WIRE_LINKS, 16 },
-		{ WIRE_LINK_INFO, 78 }, { WIRE_LINK_HELLO, 34 },
+		{ WIRE_LINK_INFO, 78 }, { WIRE_LINK_HELLO, 38 },
 		{ WIRE_LINK_SEND, 38 }, { WIRE_PING, 24 }, { WIRE_PONG, 24 },
 	};
 
@@ -1950,13 +1953,14 @@ static void
 test_link_hello_encodes_to_exact_bytes(void **state)
 {
 	static const uint8_t want[] = {
-		0x25, 0x00, 0x00, 0x00,		/* length 37 */
+		0x29, 0x00, 0x00, 0x00,		/* length 41 */
 		0x40, 0x00, 0x00, 0x00,		/* LINK_HELLO, flags 0 */
 		0x01, 0, 0, 0, 0, 0, 0, 0,	/* id 1 */
 		'I', 'P', 'C', '1',		/* magic 0x31435049 */
 		0x01, 0x00,			/* version_min 1 */
 		0x01, 0x00,			/* version_max 1 */
 		0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, /* epoch */
+		0xd0, 0x07, 0x00, 0x00,		/* heartbeat 2000 ms */
 		0x03, 0x00, 'b', ':', '1',	/* name "b:1" */
 	};
 	struct wire_frame f;
@@ -1970,6 +1974,7 @@ test_link_hello_encodes_to_exact_bytes(void **state)
 	f.b.link_hello.version_min = 1;
 	f.b.link_hello.version_max = 1;
 	f.b.link_hello.epoch = 0x0807060504030201ull;
+	f.b.link_hello.heartbeat_ms = 2000;
 	f.b.link_hello.name = wire_str("b:1");
 	assert_int_equal(wire_encode(&f, buf, sizeof(buf)), sizeof(want));
 	assert_memory_equal(buf, want, sizeof(want));
