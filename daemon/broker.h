@@ -269,6 +269,9 @@ struct broker {
 	uid_t remote_uid;		/* unmapped remote senders */
 	gid_t remote_gid;
 	struct link *links;		/* ours to other brokers */
+	int resolve_fd[2];		/* name lookups' results: a pipe of
+					 * request pointers; -1 until used */
+	struct loop_watch resolve_watch;
 	struct peer *peers;		/* brokers that link to us */
 	uint32_t npeers;
 	struct loop_watch signal_watch;

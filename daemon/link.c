@@ -20,10 +20,17 @@
 
 #include "broker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "ipc.h"
 #include "log.h"
@@ -35,6 +42,8 @@
 #define LINK_BACKOFF_MAX_MS	5000u
 /* Brokers remembered without a link, oldest forgotten first. */
 #define PEERS_MAX	64u
+/* Addresses of one host name tried, in the resolver's order. */
+#define LINK_ADDRS	8
 
 struct lq {
 	struct lreq *head, *tail;
@@ -73,6 +82,24 @@ struct link {
 	uint64_t msgs_out, failed, reconnects, rtt_us;
 	char identity[TLS_IDENTITY_MAX + 1];
 	char last_error[160];
+	/* The host's addresses (numeric), the next one to try, and
+	 * whether a lookup is under way. */
+	char addrs[LINK_ADDRS][INET6_ADDRSTRLEN];
+	unsigned naddrs, next_addr;
+	int resolving;
+};
+
+/* A name lookup, done in a thread of its own so that a slow resolver
+ * never stops the loop; the result comes back through a pipe as this
+ * pointer, and the loop frees it (the thread does when the pipe is
+ * gone). */
+struct resolve_req {
+	char name[LINK_NAME_MAX];	/* the link's, to find it again */
+	char host[IPC_HOST_MAX + 1];
+	int wfd;
+	int gai;			/* getaddrinfo's error, or 0 */
+	unsigned naddrs;
+	char addrs[LINK_ADDRS][INET6_ADDRSTRLEN];
 };
 
 struct peer_slot {
@@ -245,20 +272,153 @@ link_schedule_retry(struct link *l)
 	    LINK_BACKOFF_MAX_MS : l->backoff_ms * 2;
 }
 
+static void *
+resolve_thread(void *arg)
+{
+	struct resolve_req *r = arg;
+	struct addrinfo hints = { .ai_family = AF_UNSPEC,
+	    .ai_socktype = SOCK_STREAM }, *res, *ai;
+
+	if ((r->gai = getaddrinfo(r->host, NULL, &hints, &res)) == 0) {
+		for (ai = res; ai != NULL && r->naddrs < LINK_ADDRS;
+		    ai = ai->ai_next)
+			if (getnameinfo(ai->ai_addr, ai->ai_addrlen,
+			    r->addrs[r->naddrs], sizeof(r->addrs[0]), NULL, 0,
+			    NI_NUMERICHOST) == 0)
+				r->naddrs++;
+		freeaddrinfo(res);
+	}
+	/* A pointer is far below PIPE_BUF: written whole or not at all. */
+	if (write(r->wfd, &r, sizeof(r)) != (ssize_t)sizeof(r))
+		free(r);
+	return NULL;
+}
+
+static void link_try_next(struct link *l);
+
+static void
+link_on_resolved(struct loop_watch *w, uint32_t events)
+{
+	struct broker *b = w->data;
+	struct resolve_req *r;
+
+	(void)events;
+	while (read(w->fd, &r, sizeof(r)) == (ssize_t)sizeof(r)) {
+		struct link *l;
+
+		for (l = b->links; l != NULL; l = l->next)
+			if (l->resolving && strcmp(l->name, r->name) == 0)
+				break;
+		if (l != NULL) {
+			l->resolving = 0;
+			memcpy(l->addrs, r->addrs, sizeof(l->addrs));
+			l->naddrs = r->naddrs;
+			l->next_addr = 0;
+			if (l->naddrs == 0) {
+				char why[IPC_HOST_MAX + 96];
+
+				snprintf(why, sizeof(why), "resolve %s: %s",
+				    l->host, r->gai ? gai_strerror(r->gai) :
+				    "no address");
+				link_set_error(l, why);
+				log_info("link %s: %s", l->name, why);
+				link_schedule_retry(l);
+			} else {
+				link_try_next(l);
+			}
+		}
+		free(r);
+	}
+}
+
+/* Look the host name up in a thread; 0 or -errno. */
+static int
+link_resolve(struct link *l)
+{
+	struct broker *b = l->b;
+	struct resolve_req *r;
+	pthread_attr_t attr;
+	pthread_t t;
+	int e;
+
+	if (b->resolve_fd[0] < 0) {
+		/* The loop reads without waiting; threads write whole
+		 * pointers, waiting if they must. */
+		if (pipe2(b->resolve_fd, O_CLOEXEC) < 0 ||
+		    fcntl(b->resolve_fd[0], F_SETFL, O_NONBLOCK) < 0)
+			return -errno;
+		b->resolve_watch = (struct loop_watch){ .fd = b->resolve_fd[0],
+		    .cb = link_on_resolved, .data = b };
+		if ((e = loop_watch_add(b->loop, &b->resolve_watch,
+		    EPOLLIN)) < 0)
+			return e;
+	}
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return -ENOMEM;
+	snprintf(r->name, sizeof(r->name), "%s", l->name);
+	snprintf(r->host, sizeof(r->host), "%s", l->host);
+	r->wfd = b->resolve_fd[1];
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	e = pthread_create(&t, &attr, resolve_thread, r);
+	pthread_attr_destroy(&attr);
+	if (e != 0) {
+		free(r);
+		return -e;
+	}
+	l->resolving = 1;
+	return 0;
+}
+
 static void
 link_connect(struct link *l)
 {
-	int fd;
+	unsigned char any[sizeof(struct in6_addr)];
+	int r;
 
 	l->state = WIRE_LINK_CONNECTING;
-	if ((fd = connectSocketStart(l->host, l->port > 0 ? l->port :
-	    IPCD_TCP_PORT)) < 0) {
+	l->next_addr = 0;
+	if (inet_pton(AF_INET, l->host, any) == 1 ||
+	    inet_pton(AF_INET6, l->host, any) == 1) {
+		/* (A numeric address fits: inet_pton took it.) */
+		memcpy(l->addrs[0], l->host, strnlen(l->host,
+		    sizeof(l->addrs[0]) - 1));
+		l->addrs[0][strnlen(l->host, sizeof(l->addrs[0]) - 1)] = '\0';
+		l->naddrs = 1;
+		link_try_next(l);
+		return;
+	}
+	if (l->resolving)
+		return;
+	if ((r = link_resolve(l)) < 0) {
+		char why[160];
+
+		snprintf(why, sizeof(why), "resolve: %s", strerror(-r));
+		link_set_error(l, why);
+		link_schedule_retry(l);
+	}
+}
+
+/* Connect to the next address of the host; when none is left, wait and
+ * start again. */
+static void
+link_try_next(struct link *l)
+{
+	int fd;
+
+	if (l->next_addr >= l->naddrs) {
+		link_schedule_retry(l);
+		return;
+	}
+	l->state = WIRE_LINK_CONNECTING;
+	if ((fd = connectSocketStart(l->addrs[l->next_addr++], l->port > 0 ?
+	    l->port : IPCD_TCP_PORT)) < 0) {
 		char why[160];
 
 		snprintf(why, sizeof(why), "connect: %s", strerror(errno));
 		link_set_error(l, why);
 		log_info("link %s: %s", l->name, why);
-		link_schedule_retry(l);
+		link_try_next(l);
 		return;
 	}
 	if ((l->conn = conn_new_link(l->b, l, fd)) == NULL) {
@@ -553,6 +713,12 @@ link_conn_closed(struct conn *c, const char *why)
 	}
 	if (l->b->stopping)
 		return;
+	/* A connection that never came up: the host's next address, if
+	 * it has one; else (and after an established link) wait. */
+	if (l->state == WIRE_LINK_CONNECTING && l->next_addr < l->naddrs) {
+		link_try_next(l);
+		return;
+	}
 	link_schedule_retry(l);
 }
 
@@ -781,6 +947,13 @@ link_list(struct broker *b, struct conn *c, uint64_t req_id)
 void
 link_free_all(struct broker *b)
 {
+	/* Lookups still running find no reader and free themselves; the
+	 * write end stays for them until the process ends. */
+	if (b->resolve_fd[0] >= 0) {
+		loop_watch_del(b->loop, &b->resolve_watch);
+		close(b->resolve_fd[0]);
+		b->resolve_fd[0] = -1;
+	}
 	while (b->links != NULL) {
 		struct link *l = b->links;
 

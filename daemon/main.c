@@ -327,6 +327,7 @@ main(int argc, char **argv)
 	b.remote_uid = 65534;
 	b.remote_gid = 65534;
 	b.tcp_fd = -1;
+	b.resolve_fd[0] = b.resolve_fd[1] = -1;
 	while ((c = getopt_long(argc, argv, "s:dp:l:t:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':

@@ -979,6 +979,53 @@ test_slower_heartbeat_of_the_peer_is_followed(void **state)
 	ipc_close(cb);
 }
 
+/* --- host names ------------------------------------------------------------ */
+
+static void
+test_host_name_is_resolved_and_each_address_tried(void **state)
+{
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, NULL);
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	char to[128], buf[8];
+
+	/* "localhost" may name ::1 first; B listens on 127.0.0.1 only. */
+	open_mbox(cb, "named", -1);
+	snprintf(to, sizeof(to), "named@localhost:%d", b->tcp_port);
+	assert_int_equal(ipc_send_timed(ca, to, "n", 1, TEST_WAIT_MS, NULL),
+	    0);
+	assert_int_equal(ipc_recv_timed(cb, "named", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 1);
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+static void
+test_slow_name_lookup_does_not_stop_the_broker(void **state)
+{
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a), *c2 = broker_open(a);
+	struct ipc_mbox_attr attr;
+	long long t0;
+
+	/* The lookup runs beside the loop, however long it takes. */
+	assert_int_equal(ipc_send_async(ca, "x@no-such-host.invalid", "x", 1,
+	    NULL), 0);
+	ipc_mbox_attr_init(&attr);
+	t0 = test_now_ms();
+	for (int i = 0; i < 20; i++) {
+		char name[16];
+
+		snprintf(name, sizeof(name), "m%d", i);
+		assert_int_equal(ipc_mbox_create(c2, name, &attr, NULL), 0);
+	}
+	assert_true(test_now_ms() - t0 < 1000);
+	ipc_close(ca);
+	ipc_close(c2);
+}
+
 /* --- limits and later failures ------------------------------------------- */
 
 static void
@@ -1315,6 +1362,12 @@ main(void)
 		    setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_slower_heartbeat_of_the_peer_is_followed, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_host_name_is_resolved_and_each_address_tried, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_slow_name_lookup_does_not_stop_the_broker, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_async_remote_failure_is_reported_with_its_id, setup,
