@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -75,6 +76,8 @@ struct link {
 	struct conn *conn;
 	struct lq unsent, in_flight;
 	uint64_t bytes;			/* payloads of both */
+	uint64_t epoch;			/* random per link: its numbers'
+					 * namespace at the peer */
 	uint64_t next_seq;
 	uint32_t max_payload;		/* the peer's, from WELCOME */
 	struct loop_timer retry, ping;
@@ -443,6 +446,11 @@ link_get(struct broker *b, const struct ipc_addr *a)
 	snprintf(l->name, sizeof(l->name), "%s", name);
 	snprintf(l->host, sizeof(l->host), "%s", a->host);
 	l->port = a->port;
+	/* Per link, not per broker: two names of one host (localhost and
+	 * 127.0.0.1) make two links, and the peer must tell them apart. */
+	if (getrandom(&l->epoch, sizeof(l->epoch), 0) !=
+	    (ssize_t)sizeof(l->epoch))
+		l->epoch = b->epoch + (uint64_t)(uintptr_t)l;
 	l->state = WIRE_LINK_DOWN;
 	l->backoff_ms = LINK_BACKOFF_MIN_MS;
 	loop_timer_init(&l->retry, link_retry_due, l);
@@ -674,7 +682,7 @@ link_conn_up(struct conn *c)
 	f.b.link_hello.magic = WIRE_MAGIC;
 	f.b.link_hello.version_min = WIRE_VERSION;
 	f.b.link_hello.version_max = WIRE_VERSION;
-	f.b.link_hello.epoch = l->b->epoch;
+	f.b.link_hello.epoch = l->epoch;
 	f.b.link_hello.heartbeat_ms = l->b->lim.heartbeat_ms;
 	f.b.link_hello.name = wire_str(l->b->name);
 	conn_push(c, &f);

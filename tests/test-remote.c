@@ -988,13 +988,22 @@ test_host_name_is_resolved_and_each_address_tried(void **state)
 	struct broker *a = start(n, 0, n->key, NULL);
 	struct broker *b = start(n, 1, n->key, NULL);
 	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
-	char to[128], buf[8];
+	char to[128], buf[8], peer[64];
 
 	/* "localhost" may name ::1 first; B listens on 127.0.0.1 only. */
 	open_mbox(cb, "named", -1);
 	snprintf(to, sizeof(to), "named@localhost:%d", b->tcp_port);
 	assert_int_equal(ipc_send_timed(ca, to, "n", 1, TEST_WAIT_MS, NULL),
 	    0);
+	assert_int_equal(ipc_recv_timed(cb, "named", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 1);
+	/* Two names of one broker are two links; they must not push each
+	 * other off at the peer. */
+	addr(to, sizeof(to), "named", b);
+	assert_int_equal(ipc_send(ca, to, "m", 1), 0);
+	snprintf(peer, sizeof(peer), "localhost:%d", b->tcp_port);
+	link_stays_up(ca, peer, 700);
+	link_stays_up(ca, b->name, 100);
 	assert_int_equal(ipc_recv_timed(cb, "named", buf, sizeof(buf),
 	    TEST_WAIT_MS, NULL), 1);
 	ipc_close(ca);
