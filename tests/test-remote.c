@@ -12,7 +12,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -981,14 +984,40 @@ test_slower_heartbeat_of_the_peer_is_followed(void **state)
 
 /* --- host names ------------------------------------------------------------ */
 
+/* Does this machine resolve "localhost" to 127.0.0.1 (a bare chroot may
+ * have no /etc/hosts)? */
+static int
+localhost_resolves(void)
+{
+	struct addrinfo hints = { .ai_family = AF_INET,
+	    .ai_socktype = SOCK_STREAM }, *res;
+	int ok;
+
+	if (getaddrinfo("localhost", NULL, &hints, &res) != 0)
+		return 0;
+	ok = res != NULL && ((struct sockaddr_in *)res->ai_addr)->
+	    sin_addr.s_addr == htonl(INADDR_LOOPBACK);
+	freeaddrinfo(res);
+	return ok;
+}
+
 static void
 test_host_name_is_resolved_and_each_address_tried(void **state)
 {
 	struct net *n = *state;
-	struct broker *a = start(n, 0, n->key, NULL);
-	struct broker *b = start(n, 1, n->key, NULL);
-	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	struct broker *a, *b;
+	struct ipc_conn *ca, *cb;
 	char to[128], buf[8], peer[64];
+
+	if (!localhost_resolves()) {
+		fprintf(stderr, "# localhost does not resolve to 127.0.0.1 "
+		    "here\n");
+		skip();
+	}
+	a = start(n, 0, n->key, NULL);
+	b = start(n, 1, n->key, NULL);
+	ca = broker_open(a);
+	cb = broker_open(b);
 
 	/* "localhost" may name ::1 first; B listens on 127.0.0.1 only. */
 	open_mbox(cb, "named", -1);
