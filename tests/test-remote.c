@@ -525,12 +525,28 @@ test_cut_link_loses_nothing_and_repeats_nothing(void **state)
 	snprintf(peer, sizeof(peer), "127.0.0.1:%d", px.port);
 	snprintf(to, sizeof(to), "cut@%s", peer);
 	assert_int_equal(pthread_create(&t, NULL, drain_thread, &d), 0);
-	/* Cut the link three times while messages are in flight. */
+	/* Cut the link three times while messages are in flight: each
+	 * time once the link is up and has carried some of the round. */
 	for (int round = 0; round < 4; round++) {
+		uint64_t before = 0;
+		long long t0 = test_now_ms();
+
+		if (round > 0)
+			before = link_of(ca, peer).msgs_out;
 		send_numbered_from(ca, to, round * (CUT_BULK / 4),
 		    CUT_BULK / 4);
-		if (round < 3)
-			proxy_cmd(&px, 'c');
+		if (round == 3)
+			break;
+		for (;;) {
+			li = link_of(ca, peer);
+			if (li.state == IPC_LINK_UP && li.msgs_out > before)
+				break;
+			if (test_now_ms() - t0 > TEST_WAIT_MS)
+				fail_msg("the link carried nothing in round %d",
+				    round);
+			assert_int_equal(test_wait_readable(-1, 2), 0);
+		}
+		proxy_cmd(&px, 'c');
 	}
 	pthread_join(t, NULL);
 	assert_int_equal(d.got, CUT_BULK);
