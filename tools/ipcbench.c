@@ -747,7 +747,8 @@ run_thr(struct bench_cfg cfg)
 	int rr, rm;
 
 	cfg.size = 64;
-	cfg.count = O.quick ? 20000 : 500000;
+	/* Baselines are fast: enough messages to last a moment. */
+	cfg.count = O.quick ? 20000 : 2000000;
 	cfg.producers = cfg.consumers = 1;
 	rr = raw_relay_thr(&cfg, &relay, why, sizeof(why));
 	base_thr("raw epoll relay 64B", &cfg, rr, &relay, why);
@@ -773,8 +774,8 @@ run_thr(struct bench_cfg cfg)
 		if (O.quick && i > 0)
 			break;
 		cfg.size = sizes[i];
-		cfg.count = O.quick ? 20000 : sizes[i] >= 65536 ? 20000 :
-		    sizes[i] >= 1024 ? 200000 : 500000;
+		cfg.count = O.quick ? 20000 : sizes[i] >= 65536 ? 5000 :
+		    sizes[i] >= 1024 ? 50000 : 100000;
 		if (ipc_thr(&cfg, 1, 0, &t, NULL) < 0)
 			continue;
 		snprintf(name, sizeof(name), "ipc thr 1x1 %zuB", sizes[i]);
@@ -802,7 +803,7 @@ run_thr(struct bench_cfg cfg)
 #endif
 	}
 	cfg.size = 64;
-	cfg.count = O.quick ? 5000 : 125000;
+	cfg.count = O.quick ? 5000 : 25000;
 	cfg.producers = cfg.consumers = 4;
 	if (one.msgs > 0 && ipc_thr(&cfg, 1, 0, &four, NULL) == 0) {
 		struct row *r = row_add("ipc thr 4x4 64B", &cfg);
@@ -821,7 +822,7 @@ run_large(struct bench_cfg cfg)
 	int rx;
 
 	cfg.size = 1u << 20;
-	cfg.count = O.quick ? 50 : 2000;
+	cfg.count = O.quick ? 50 : 1000;
 	cfg.producers = cfg.consumers = 1;
 	rx = raw_unix_thr(&cfg, &raw, why, sizeof(why));
 	base_thr("raw unix stream 1MiB", &cfg, rx, &raw, why);
@@ -861,7 +862,7 @@ run_scale(struct bench_cfg cfg)
 	char name[64];
 
 	cfg.size = 64;
-	cfg.count = O.quick ? 20000 : 200000;
+	cfg.count = O.quick ? 20000 : 50000;
 	cfg.producers = cfg.consumers = 1;
 	if (ipc_thr(&cfg, 1, 0, &one, NULL) < 0)
 		return;
@@ -906,7 +907,7 @@ run_remote(struct bench_cfg cfg)
 	int rx;
 
 	cfg.size = 64;
-	cfg.count = O.quick ? 20000 : 300000;
+	cfg.count = O.quick ? 20000 : 100000;
 	cfg.producers = cfg.consumers = 1;
 	rx = raw_tls_thr(&cfg, O.key, &raw, why, sizeof(why));
 	base_thr("raw TLS stream 64B", &cfg, rx, &raw, why);
