@@ -172,6 +172,42 @@ main_hostport(const char *opt, const char *s, char *host, size_t size,
 	return 0;
 }
 
+/* --name HOST[:PORT], [V6]:PORT or a bare V6 address; the port defaults
+ * to the one --tcp listens on. */
+static int
+main_name(const char *s, int tcp_port, char *out, size_t size)
+{
+	char host[IPC_HOST_MAX + 1];
+	const char *colon = strrchr(s, ':'), *end = s + strlen(s);
+	uint64_t v = (uint64_t)tcp_port;
+
+	if (s[0] == '[') {
+		const char *rb = strchr(s, ']');
+
+		if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
+			goto bad;
+		if (rb[1] == ':' && main_number("--name", rb + 2, 1, 65535,
+		    &v) < 0)
+			return -1;
+		s++;
+		end = rb;
+	} else if (colon != NULL && strchr(s, ':') == colon) {
+		if (main_number("--name", colon + 1, 1, 65535, &v) < 0)
+			return -1;
+		end = colon;
+	}
+	if (end == s || (size_t)(end - s) >= sizeof(host))
+		goto bad;
+	memcpy(host, s, (size_t)(end - s));
+	host[end - s] = '\0';
+	link_name(host, (int)v, out, size);
+	return 0;
+bad:
+	fprintf(stderr, "ipcd: --name: '%s' is not HOST[:PORT] or "
+	    "[V6ADDR]:PORT\n", s);
+	return -1;
+}
+
 static int
 main_uid_map(struct broker *b, const char *s)
 {
@@ -571,16 +607,10 @@ main(int argc, char **argv)
 		tcp_port = portSocket(b.tcp_fd);
 	}
 	if (name_opt != NULL) {
-		char h[IPC_HOST_MAX + 1];
-		int p;
-
-		if (main_hostport("--name", strrchr(name_opt, ':') &&
-		    name_opt[strlen(name_opt) - 1] != ']' ? name_opt : "",
-		    h, sizeof(h), &p, name_opt) < 0) {
+		if (main_name(name_opt, tcp_port, b.name, sizeof(b.name)) < 0) {
 			unlink(path);
 			return 2;
 		}
-		link_name(h, p ? p : tcp_port, b.name, sizeof(b.name));
 	} else {
 		char h[IPC_HOST_MAX + 1] = "localhost";
 

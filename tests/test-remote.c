@@ -142,6 +142,30 @@ test_mailbox_send_crosses_brokers(void **state)
 }
 
 static void
+test_name_option_is_the_senders_host(void **state)
+{
+	static const char *const named[] = { "--name", "broker-a", NULL };
+	struct net *n = *state;
+	struct broker *a = start(n, 0, n->key, named);
+	struct broker *b = start(n, 1, n->key, NULL);
+	struct ipc_conn *ca = broker_open(a), *cb = broker_open(b);
+	struct ipc_msg_info info;
+	char to[128], buf[8], want[128];
+
+	open_mbox(cb, "jobs", -1);
+	addr(to, sizeof(to), "jobs", b);
+	assert_int_equal(ipc_send(ca, to, "n", 1), 0);
+	assert_int_equal(ipc_recv_timed(cb, "jobs", buf, sizeof(buf),
+	    TEST_WAIT_MS, &info), 1);
+	/* The port is the one --tcp took. */
+	snprintf(want, sizeof(want), "pid:%d@broker-a:%d", (int)getpid(),
+	    a->tcp_port);
+	assert_string_equal(info.sender, want);
+	ipc_close(ca);
+	ipc_close(cb);
+}
+
+static void
 test_remote_errors_reach_a_blocking_sender(void **state)
 {
 	struct net *n = *state;
@@ -1388,6 +1412,8 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(
 		    test_mailbox_send_crosses_brokers, setup, teardown),
+		cmocka_unit_test_setup_teardown(
+		    test_name_option_is_the_senders_host, setup, teardown),
 		cmocka_unit_test_setup_teardown(
 		    test_remote_errors_reach_a_blocking_sender, setup,
 		    teardown),
