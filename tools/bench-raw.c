@@ -1781,60 +1781,46 @@ rzmq_done_wait(struct raw_run *r, int me)
 	return 0;
 }
 
+/* One ZeroMQ party: a socket of type (bound or connected), a warm-up of
+ * steps messages (sent first when warm_send), the timed body, then the
+ * "done" handshake from the side that saw the last message. */
 static int
-rzmq_rtt_a(struct raw_run *r, int me)
+rzmq_party(struct raw_run *r, int me, int type, int bind, int warm_send,
+    int steps, raw_fn *body, int say_done)
 {
 	void *ctx = NULL;
 	int rc = -1;
 
-	if (rzmq_open(r, me, &ctx, ZMQ_REQ, 0) == 0 &&
-	    rzmq_warm(r, me, 1, 2) == 0 &&
-	    (rc = raw_msg_pinger(r, me)) == 0)
-		rc = rzmq_done_say(r, me);
+	if (rzmq_open(r, me, &ctx, type, bind) == 0 &&
+	    rzmq_warm(r, me, warm_send, steps) == 0 &&
+	    (rc = body(r, me)) == 0)
+		rc = say_done ? rzmq_done_say(r, me) : rzmq_done_wait(r, me);
 	rzmq_close(r, ctx);
 	return rc;
+}
+
+static int
+rzmq_rtt_a(struct raw_run *r, int me)
+{
+	return rzmq_party(r, me, ZMQ_REQ, 0, 1, 2, raw_msg_pinger, 1);
 }
 
 static int
 rzmq_rtt_b(struct raw_run *r, int me)
 {
-	void *ctx = NULL;
-	int rc = -1;
-
-	if (rzmq_open(r, me, &ctx, ZMQ_REP, 1) == 0 &&
-	    rzmq_warm(r, me, 0, 2) == 0 &&
-	    (rc = raw_msg_echoer(r, me)) == 0)
-		rc = rzmq_done_wait(r, me);
-	rzmq_close(r, ctx);
-	return rc;
+	return rzmq_party(r, me, ZMQ_REP, 1, 0, 2, raw_msg_echoer, 0);
 }
 
 static int
 rzmq_thr_a(struct raw_run *r, int me)
 {
-	void *ctx = NULL;
-	int rc = -1;
-
-	if (rzmq_open(r, me, &ctx, ZMQ_PUSH, 0) == 0 &&
-	    rzmq_warm(r, me, 1, 1) == 0 &&
-	    (rc = raw_msg_sender(r, me)) == 0)
-		rc = rzmq_done_wait(r, me);
-	rzmq_close(r, ctx);
-	return rc;
+	return rzmq_party(r, me, ZMQ_PUSH, 0, 1, 1, raw_msg_sender, 0);
 }
 
 static int
 rzmq_thr_b(struct raw_run *r, int me)
 {
-	void *ctx = NULL;
-	int rc = -1;
-
-	if (rzmq_open(r, me, &ctx, ZMQ_PULL, 1) == 0 &&
-	    rzmq_warm(r, me, 0, 1) == 0 &&
-	    (rc = raw_msg_receiver(r, me)) == 0)
-		rc = rzmq_done_say(r, me);
-	rzmq_close(r, ctx);
-	return rc;
+	return rzmq_party(r, me, ZMQ_PULL, 1, 0, 1, raw_msg_receiver, 1);
 }
 
 /*
@@ -1847,7 +1833,10 @@ rzmq_setup(struct raw_run *r, raw_fn *a, raw_fn *b, int a_fd, char *why,
 {
 	if (raw_socketpair(&r->fd[0], why, why_size) < 0)
 		return -1;
-	snprintf(r->dir, sizeof(r->dir), "/tmp/ipcbench-zmq-XXXXXX");
+	/* mkdtemp's template: the run's own directory under $TMPDIR. */
+	snprintf(r->dir, sizeof(r->dir), "%s/ipcbench-zmq-XXXXXX",
+	    getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ?
+	    getenv("TMPDIR") : "/tmp");
 	if (mkdtemp(r->dir) == NULL) {
 		raw_why(why, why_size, "mkdtemp %s: %s", r->dir,
 		    strerror(errno));

@@ -963,22 +963,39 @@ ctl_by_name(const void *a, const void *b)
 	return strcmp(p->name, q->name);
 }
 
+/* A vector for items of size bytes, before a walk fills it. */
+static struct ctl_vec *
+ctl_vec_start(struct ctl_vec *v, size_t size)
+{
+	memset(v, 0, sizeof(*v));
+	v->size = size;
+	return v;
+}
+
+/* After the walk that returned r: sorted by cmp, or freed on failure.
+ * 0, or -1 with errno. */
+static int
+ctl_vec_sorted(int r, struct ctl_vec *v, int (*cmp)(const void *,
+    const void *))
+{
+	if (ctl_walked(r, v) < 0) {
+		int err = errno;
+
+		ctl_vec_free(v);
+		errno = err;
+		return -1;
+	}
+	if (v->n > 1)
+		qsort(v->v, v->n, v->size, cmp);
+	return 0;
+}
+
 /* Every mailbox into *boxes, sorted by name.  0, or -1 with errno. */
 static int
 ctl_list(struct ipc_conn *c, struct ctl_vec *boxes)
 {
-	memset(boxes, 0, sizeof(*boxes));
-	boxes->size = sizeof(struct ipc_mbox_info);
-	if (ctl_walked(ipc_mbox_list(c, ctl_list_cb, boxes), boxes) < 0) {
-		int err = errno;
-
-		ctl_vec_free(boxes);
-		errno = err;
-		return -1;
-	}
-	if (boxes->n > 1)
-		qsort(boxes->v, boxes->n, boxes->size, ctl_by_name);
-	return 0;
+	return ctl_vec_sorted(ipc_mbox_list(c, ctl_list_cb, ctl_vec_start(boxes,
+	    sizeof(struct ipc_mbox_info))), boxes, ctl_by_name);
 }
 
 static int
@@ -2784,18 +2801,8 @@ ctl_by_link(const void *a, const void *b)
 static int
 ctl_link_list(struct ipc_conn *c, struct ctl_vec *links)
 {
-	memset(links, 0, sizeof(*links));
-	links->size = sizeof(struct ipc_link_info);
-	if (ctl_walked(ipc_links(c, ctl_link_cb, links), links) < 0) {
-		int err = errno;
-
-		ctl_vec_free(links);
-		errno = err;
-		return -1;
-	}
-	if (links->n > 1)
-		qsort(links->v, links->n, links->size, ctl_by_link);
-	return 0;
+	return ctl_vec_sorted(ipc_links(c, ctl_link_cb, ctl_vec_start(links,
+	    sizeof(struct ipc_link_info))), links, ctl_by_link);
 }
 
 static const char *
