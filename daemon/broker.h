@@ -95,6 +95,11 @@ struct wait {
 	uint64_t req_id;
 	uint32_t max_len;		/* WAIT_RECV */
 	struct msg_from from;		/* WAIT_RECV: only from it */
+	int stream;			/* WAIT_RECV from CREDIT: stays in
+					 * the receivers' line until it
+					 * ends, taking while it has credit
+					 * and its conn's output has room */
+	uint32_t credit;		/* stream: messages it may take */
 	struct msg *msg;		/* WAIT_SEND, owned */
 	struct loop_timer timer;
 };
@@ -118,7 +123,10 @@ struct mbox {
 	uid_t uid;
 	gid_t gid;
 	struct msgq q;
-	struct waitq receivers;		/* parked RECVs; only while q empty */
+	struct waitq receivers;		/* parked RECVs and receive streams;
+					 * a RECV, or a stream with credit
+					 * whose conn has room, only while
+					 * nothing queued is for it */
 	struct waitq senders;		/* parked SENDs, in arrival order */
 	uint64_t msgs_in, msgs_out, created_ns;
 	uint32_t unacked;		/* its messages held by receivers */
@@ -165,9 +173,12 @@ struct conn {
 	size_t out_off, out_len, out_cap;
 	struct wait *waits;		/* parked requests of this conn */
 	uint32_t nwaits;
-	struct msg *unacked;		/* delivered, not acked; newest
-					 * first */
+	struct msg *unacked;		/* delivered, not acked; oldest
+					 * first (acks come in that order) */
+	struct msg *unacked_tail;
 	uint32_t nunacked;
+	uint32_t nstreams;		/* receive streams (CREDIT) open */
+	int streams_blocked;		/* a stream stopped: output full */
 	int want_flush;			/* on the broker's flush list */
 	uint64_t monitor_id;		/* MONITOR request id; 0: none */
 	uint64_t events_dropped;	/* not sent: it fell behind */
@@ -348,6 +359,11 @@ void mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
     const struct msg_from *from);
 /* Forget a parked request without answering it (its conn went away). */
 void wait_cancel(struct broker *b, struct wait *w);
+/* Receive streams (CREDIT), mailbox.c. */
+int mbox_stream_credit(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, uint32_t max_len, uint32_t credit);
+int mbox_stream_end(struct broker *b, struct conn *c, uint64_t req_id);
+void mbox_stream_run(struct broker *b, struct wait *w);
 /* A receiver acknowledged msg: it leaves the books. */
 void mbox_acked(struct msg *msg);
 /* A receiver went away holding msg unacked: back to the head of its
@@ -399,6 +415,7 @@ struct conn *conn_new_link(struct broker *b, struct link *l, int fd);
 void conn_push(struct conn *c, const struct wire_frame *f);
 /* c is throttled by its unwritten output. */
 int conn_out_full(const struct conn *c);
+int conn_stream_full(const struct conn *c);
 /* Map a remote identity's uid to ours. */
 void conn_map_uid(const struct broker *b, const char *identity,
     int64_t ruid, struct ucred *out);

@@ -39,6 +39,13 @@
 #define CONN_WAITS_MAX 16
 /* Stop reading a client whose unwritten replies pass this.  Picked. */
 #define CONN_OUT_HIGH (1u << 20)
+/* A receive stream takes no more while its conn's unwritten output is
+ * past this; it goes on once the socket took it.  Picked: 256 KiB keeps
+ * a fast reader fed and bounds what a slow one costs. */
+#define CONN_STREAM_HIGH (256u << 10)
+/* Receive streams one connection may have open.  Picked: the library
+ * opens one per mailbox it receives from. */
+#define CONN_STREAMS_MAX 64
 /* Bytes read per read() call, and per conn per loop round. */
 #define CONN_READ_CHUNK (64u << 10)
 #define CONN_READ_BUDGET (1u << 20)
@@ -371,12 +378,23 @@ static void
 conn_requeue_unacked(struct conn *c)
 {
 	struct mbox *homes[CONN_HOMES], *m;
+	struct msg *newest = NULL;
 	unsigned nhomes = 0, i;
 
+	/* The list is oldest first: turn it round. */
 	while (c->unacked != NULL) {
 		struct msg *msg = c->unacked;
 
 		c->unacked = msg->next;
+		msg->next = newest;
+		newest = msg;
+	}
+	c->unacked_tail = NULL;
+	while (newest != NULL) {
+		struct msg *msg = newest;
+
+		newest = msg->next;
+		msg->next = NULL;
 		c->nunacked--;
 		if ((m = mbox_requeue(c->b, msg)) == NULL)
 			continue;
@@ -472,6 +490,12 @@ int
 conn_out_full(const struct conn *c)
 {
 	return c->out_len - c->out_off >= CONN_OUT_HIGH;
+}
+
+int
+conn_stream_full(const struct conn *c)
+{
+	return c->out_len - c->out_off >= CONN_STREAM_HIGH;
 }
 
 void
@@ -762,6 +786,17 @@ conn_flush_all(struct broker *b)
 			continue;
 		}
 		conn_trim(c);
+		/* Streams that stopped for lack of room take again. */
+		if (c->streams_blocked && !conn_stream_full(c)) {
+			struct wait *w, *next;
+
+			c->streams_blocked = 0;
+			for (w = c->waits; w != NULL; w = next) {
+				next = w->cnext;
+				if (w->stream)
+					mbox_stream_run(b, w);
+			}
+		}
 		/* Input held back while throttled may be processed now;
 		 * it may queue more replies (and put c back on the
 		 * list). */
@@ -1248,6 +1283,52 @@ conn_on_recv(struct conn *c, const struct wire_frame *f)
 	    &from);
 }
 
+/* CREDIT: open or feed a receive stream on a mailbox, or end it. */
+static void
+conn_on_credit(struct conn *c, const struct wire_frame *f)
+{
+	const struct wire_credit *cr = &f->b.credit;
+	struct mbox *m;
+	int r;
+
+	if ((cr->flags & ~WIRE_CREDIT_END) != 0) {
+		conn_reply_error(c, f->id, EINVAL, 0, "unknown CREDIT flags");
+		return;
+	}
+	if (cr->flags & WIRE_CREDIT_END) {
+		if (mbox_stream_end(c->b, c, f->id) < 0)
+			conn_reply_error(c, f->id, ENOENT, 0, "no such stream");
+		else
+			conn_reply_ok(c, f->id);
+		return;
+	}
+	if (cr->source.len == 0 || (cr->source.len > 4 &&
+	    memcmp(cr->source.p, "pid:", 4) == 0)) {
+		conn_reply_error(c, f->id, EINVAL, 0,
+		    "a receive stream is for a mailbox, not a direct queue");
+		return;
+	}
+	if ((m = conn_resolve(c, f->id, cr->source, ACCESS_READ)) == NULL)
+		return;
+	if (c->nstreams >= CONN_STREAMS_MAX) {
+		int open = 0;
+
+		for (struct wait *w = c->waits; w != NULL && !open;
+		    w = w->cnext)
+			open = w->stream && w->req_id == f->id;
+		if (!open) {
+			conn_reply_error(c, f->id, ENOSPC, CONN_STREAMS_MAX,
+			    "too many receive streams on this connection");
+			return;
+		}
+	}
+	if ((r = mbox_stream_credit(c->b, m, c, f->id, cr->max_len,
+	    cr->credit)) < 0)
+		conn_reply_error(c, f->id, -r, 0, r == -EINVAL ?
+		    "that stream id is for another mailbox" :
+		    "out of memory");
+}
+
 static void
 conn_on_create(struct conn *c, const struct wire_frame *f)
 {
@@ -1301,19 +1382,26 @@ conn_on_ack(struct conn *c, const struct wire_frame *f)
 	}
 	for (size_t i = 0; i < ids->len; i += 8) {
 		uint64_t id = wire_get64(ids->p + i);
-		struct msg **pp;
+		struct msg *prev = NULL, *msg;
 
-		/* The list is short: the library acks at its next call. */
-		for (pp = &c->unacked; *pp != NULL; pp = &(*pp)->next)
-			if ((*pp)->id == id) {
-				struct msg *msg = *pp;
-
-				*pp = msg->next;
-				c->nunacked--;
-				c->b->n.acks++;
-				mbox_acked(msg);
+		/* Oldest first, and the library acks in the order it
+		 * hands messages out: the id is nearly always at the
+		 * head. */
+		for (msg = c->unacked; msg != NULL; prev = msg,
+		    msg = msg->next)
+			if (msg->id == id)
 				break;
-			}
+		if (msg == NULL)
+			continue;
+		if (prev != NULL)
+			prev->next = msg->next;
+		else
+			c->unacked = msg->next;
+		if (c->unacked_tail == msg)
+			c->unacked_tail = prev;
+		c->nunacked--;
+		c->b->n.acks++;
+		mbox_acked(msg);
 	}
 }
 
@@ -1543,6 +1631,9 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 		break;
 	case WIRE_RECV:
 		conn_on_recv(c, f);
+		break;
+	case WIRE_CREDIT:
+		conn_on_credit(c, f);
 		break;
 	case WIRE_ACK:
 		conn_on_ack(c, f);

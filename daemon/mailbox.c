@@ -3,7 +3,9 @@
  * the matching of senders and receivers.
  *
  * Invariants, which the matching below keeps:
- *   - receivers wait only while the queue is empty;
+ *   - a receiver that can take (a RECV; a stream with credit whose
+ *     conn has room for output) waits only while nothing queued is for
+ *     it;
  *   - a new sender waits behind any sender already waiting, room or not,
  *     so messages enter the queue in the order their sends arrived;
  *   - every operation is O(1) in the number of mailboxes, connections and
@@ -268,7 +270,10 @@ wait_free(struct broker *b, struct wait *w)
 		c->waits = w->cnext;
 	if (w->cnext)
 		w->cnext->cprev = w->cprev;
-	c->nwaits--;
+	if (w->stream)
+		c->nstreams--;
+	else
+		c->nwaits--;
 	msg_free(w->msg);
 	free(w);
 }
@@ -417,9 +422,45 @@ mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
 	    m->name, msg->id, msg->len, 0);
 	msg->home = m;
 	m->unacked++;
-	msg->next = c->unacked;
-	c->unacked = msg;
+	msg->next = NULL;
+	if (c->unacked_tail != NULL)
+		c->unacked_tail->next = msg;
+	else
+		c->unacked = msg;
+	c->unacked_tail = msg;
 	c->nunacked++;
+}
+
+/* Can w take a message now?  A stream needs credit and room in its
+ * conn's output; past that it stays in line but is passed over until
+ * conn_flush_all() finds room and runs it again. */
+static int
+wait_ready(const struct wait *w)
+{
+	if (!w->stream)
+		return 1;
+	if (w->credit == 0)
+		return 0;
+	if (conn_stream_full(w->conn)) {
+		w->conn->streams_blocked = 1;
+		return 0;
+	}
+	return 1;
+}
+
+/* w took a message: a RECV is answered; a stream spends one credit and
+ * goes to the back of the line, so that streams and RECVs on one
+ * mailbox take turns. */
+static void
+wait_took(struct broker *b, struct mbox *m, struct wait *w)
+{
+	if (!w->stream) {
+		wait_finish(b, w);
+		return;
+	}
+	w->credit--;
+	waitq_remove(&m->receivers, w);
+	waitq_push(&m->receivers, w);
 }
 
 void
@@ -444,31 +485,29 @@ msgq_push_head(struct msgq *q, struct msg *msg)
 static struct msg *mbox_find_msg(struct mbox *m, const struct msg_from *from,
     struct msg **prev_out);
 static void msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg);
+static void mbox_serve(struct broker *b, struct mbox *m, struct wait *w);
 
-/* Messages came back to the queue: serve the receivers that wait, in
- * their order, each with the first message it selects. */
+/* Messages came back to the queue (or a stream can take again): serve
+ * the receivers that wait, in their order, each with the first message
+ * it selects; a stream takes what its credit allows. */
 void
 mbox_feed_receivers(struct broker *b, struct mbox *m)
 {
-	struct wait *w, *next;
+	struct wait *w, *next, *last = m->receivers.tail;
 
 	for (w = m->receivers.head; w != NULL && m->q.head != NULL;
 	    w = next) {
-		struct msg *prev, *msg = mbox_find_msg(m, &w->from, &prev);
-		struct conn *rc = w->conn;
-		uint64_t rid = w->req_id;
+		int end = w == last;
 
+		/* A stream that takes goes to the back: the walk stops
+		 * at the last one that was waiting when it began. */
 		next = w->next;
-		if (msg == NULL)
-			continue;
-		if (msg->len > w->max_len) {
-			mbox_too_big(b, rc, rid, msg->len);
-			wait_finish(b, w);
-			continue;
-		}
-		msgq_unlink(&m->q, prev, msg);
-		wait_finish(b, w);
-		mbox_deliver(b, m, rc, rid, msg);
+		if (w->stream)
+			mbox_stream_run(b, w);
+		else
+			mbox_serve(b, m, w);
+		if (end)
+			break;
 	}
 }
 
@@ -563,14 +602,14 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 			uint64_t rid = w->req_id;
 
 			next = w->next;
-			if (!mbox_matches(&w->from, msg))
+			if (!wait_ready(w) || !mbox_matches(&w->from, msg))
 				continue;
 			if (msg->len > w->max_len) {
 				mbox_too_big(b, rc, rid, msg->len);
 				wait_finish(b, w);
 				continue;
 			}
-			wait_finish(b, w);
+			wait_took(b, m, w);
 			mbox_accepted(b, m, msg);
 			conn_reply_sent(c, req_id, msg);
 			mbox_deliver(b, m, rc, rid, msg);
@@ -643,30 +682,30 @@ msgq_unlink(struct msgq *q, struct msg *prev, struct msg *msg)
 	msg->next = NULL;
 }
 
-void
-mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
-    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
-    const struct msg_from *from)
+/* Take the message a receiver from c (req_id, from, max_len) gets now:
+ * the first queued one it selects, or else one a waiting sender holds
+ * (a rendezvous, or a queue full of other senders' messages: this
+ * sender's order is kept since none of its messages is queued).  NULL
+ * when there is none, or (*err set, answered already) when it is
+ * larger than max_len: it stays where it is for a bigger buffer. */
+static struct msg *
+mbox_take(struct broker *b, struct mbox *m, struct conn *c, uint64_t req_id,
+    uint32_t max_len, const struct msg_from *from, int *err)
 {
 	struct msg *msg, *prev;
 	struct wait *w;
-	int r;
 
+	*err = 0;
 	if ((msg = mbox_find_msg(m, from, &prev)) != NULL) {
 		if (msg->len > max_len) {
-			/* It stays where it is for a bigger buffer. */
 			mbox_too_big(b, c, req_id, msg->len);
-			return;
+			*err = EMSGSIZE;
+			return NULL;
 		}
 		msgq_unlink(&m->q, prev, msg);
-		mbox_deliver(b, m, c, req_id, msg);
 		mbox_admit_senders(b, m);
-		return;
+		return msg;
 	}
-	/* Nothing queued for us: the first waiting sender with a message
-	 * for us hands it over (rendezvous; or the queue is full of other
-	 * senders' messages, and this one's order is kept since none of
-	 * its messages is queued). */
 	for (w = m->senders.head; w != NULL; w = w->next) {
 		if (!mbox_matches(from, w->msg))
 			continue;
@@ -674,16 +713,50 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 			break;
 		if (w->msg->len > max_len) {
 			mbox_too_big(b, c, req_id, w->msg->len);
-			return;
+			*err = EMSGSIZE;
+			return NULL;
 		}
 		msg = w->msg;
 		w->msg = NULL;
 		mbox_accepted(b, m, msg);
 		conn_reply_sent(w->conn, w->req_id, msg);
 		wait_finish(b, w);
+		return msg;
+	}
+	return NULL;
+}
+
+/* A parked RECV w: answer it with a message if one is there for it. */
+static void
+mbox_serve(struct broker *b, struct mbox *m, struct wait *w)
+{
+	struct conn *rc = w->conn;
+	uint64_t rid = w->req_id;
+	struct msg *msg;
+	int err;
+
+	msg = mbox_take(b, m, rc, rid, w->max_len, &w->from, &err);
+	if (msg == NULL && err == 0)
+		return;
+	wait_finish(b, w);
+	if (msg != NULL)
+		mbox_deliver(b, m, rc, rid, msg);
+}
+
+void
+mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, uint32_t max_len, uint32_t timeout_ms,
+    const struct msg_from *from)
+{
+	struct msg *msg;
+	int r;
+
+	if ((msg = mbox_take(b, m, c, req_id, max_len, from, &r)) != NULL) {
 		mbox_deliver(b, m, c, req_id, msg);
 		return;
 	}
+	if (r != 0)
+		return;
 	if (timeout_ms == 0) {
 		conn_reply_error(c, req_id, EAGAIN, 0, "nothing to receive");
 		return;
@@ -694,6 +767,75 @@ mbox_recv(struct broker *b, struct mbox *m, struct conn *c,
 	}
 	c->waits->max_len = max_len;
 	c->waits->from = *from;
+}
+
+/* Let stream w take what is there for it, as far as its credit and its
+ * conn's output allow.  It stays in the receivers' line either way.  A
+ * message too large for it ends the stream (answered with MSGSIZE). */
+void
+mbox_stream_run(struct broker *b, struct wait *w)
+{
+	struct mbox *m = w->mbox;
+	struct conn *c = w->conn;
+
+	while (wait_ready(w)) {
+		struct msg *msg;
+		int err;
+
+		msg = mbox_take(b, m, c, w->req_id, w->max_len, &w->from,
+		    &err);
+		if (err != 0) {
+			wait_finish(b, w);
+			return;
+		}
+		if (msg == NULL)
+			return;
+		w->credit--;
+		mbox_deliver(b, m, c, w->req_id, msg);
+	}
+}
+
+/* CREDIT: give c's stream req_id on m credit more messages, opening it
+ * if new.  0, or -errno (nothing changed). */
+int
+mbox_stream_credit(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, uint32_t max_len, uint32_t credit)
+{
+	struct wait *w;
+	int r;
+
+	for (w = c->waits; w != NULL; w = w->cnext)
+		if (w->stream && w->req_id == req_id)
+			break;
+	if (w != NULL && w->mbox != m)
+		return -EINVAL;		/* one id, one mailbox */
+	if (w == NULL) {
+		if ((r = wait_park(b, m, c, WAIT_RECV, req_id,
+		    WIRE_FOREVER)) < 0)
+			return r;
+		w = c->waits;
+		w->stream = 1;
+		c->nwaits--;
+		c->nstreams++;
+	}
+	w->max_len = max_len;
+	w->credit = credit > WIRE_CREDIT_MAX - w->credit ? WIRE_CREDIT_MAX :
+	    w->credit + credit;
+	mbox_stream_run(b, w);
+	return 0;
+}
+
+/* c's stream req_id ends: nothing more is delivered on it.  0, or
+ * -ENOENT when c has no such stream. */
+int
+mbox_stream_end(struct broker *b, struct conn *c, uint64_t req_id)
+{
+	for (struct wait *w = c->waits; w != NULL; w = w->cnext)
+		if (w->stream && w->req_id == req_id) {
+			wait_finish(b, w);
+			return 0;
+		}
+	return -ENOENT;
 }
 
 int

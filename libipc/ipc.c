@@ -44,6 +44,33 @@ struct ipc_stash {
  * dropped and counted in lost_failures.  Picked. */
 #define IPC_FAIL_MAX 4096
 
+/* Bytes of frames the library may hold unwritten for ipc_send_async()
+ * and ipc_send_more(): past it they get EAGAIN.  Picked: a few socket
+ * buffers' worth. */
+#define IPC_PEND_MAX (256u << 10)
+/* ipc_send_more() writes once this much is batched.  Picked: some 250
+ * small frames per write, well inside a UNIX socket's buffer. */
+#define IPC_BATCH_BYTES (32u << 10)
+/* Receive streams (prefetch) one connection keeps, one per mailbox. */
+#define IPC_STREAMS_MAX 16
+
+/* A receive stream: the broker sends messages of mailbox name as they
+ * come, up to the credit the library gave (ipc_set_prefetch). */
+struct ipc_stream {
+	uint64_t id;			/* its CREDIT's id; 0: slot free */
+	uint32_t credit;		/* messages the broker may still send
+					 * (as far as we have seen) */
+	uint32_t held;			/* arrived, not yet handed over */
+	char name[IPC_NAME_MAX + 1];
+};
+
+/* A streamed message read past on the way to something else. */
+struct ipc_pmsg {
+	struct ipc_pmsg *next;
+	struct ipc_msg_info info;
+	uint8_t data[];
+};
+
 struct ipc_conn {
 	int fd;
 	struct tls_ctx *tls_ctx;	/* tls://: the session over fd, which */
@@ -52,12 +79,13 @@ struct ipc_conn {
 	uint32_t max_payload;
 	pid_t pid;			/* ours, as the broker sees it */
 	int broken;			/* the broker went away: ECONNRESET */
-	uint8_t *in;			/* bytes from the broker */
-	size_t in_len, in_cap, in_used;	/* in_used: the last frame's bytes */
-	uint8_t *out;			/* encode buffer */
-	size_t out_cap;
-	/* The unwritten tail of an async send's frame: written before
-	 * anything else goes out. */
+	uint8_t *in;			/* bytes from the broker: unread ones */
+	size_t in_off, in_len, in_cap;	/* from in_off to in_len */
+	size_t in_used;			/* the last frame handed out */
+	/* Frames encoded, not yet written (batched sends, the tail of an
+	 * async send's frame): written, in order, before anything else
+	 * goes out.  Over TLS a write that could not finish must be
+	 * offered again unchanged, which appending keeps true. */
 	uint8_t *pend;
 	size_t pend_off, pend_len, pend_cap;
 	/* Ids of messages handed to the application, not yet acked. */
@@ -73,23 +101,36 @@ struct ipc_conn {
 	uint64_t armed_id;
 	char armed_from[IPC_ADDR_MAX];
 	struct ipc_stash stash;
+	/* Receive-ahead (ipc_set_prefetch): the credit each stream gets,
+	 * the streams, and streamed messages read on the way to another
+	 * answer, oldest first. */
+	uint32_t prefetch;
+	struct ipc_stream streams[IPC_STREAMS_MAX];
+	struct ipc_pmsg *pq_head, *pq_tail;
 	/* What ipc_fd() hands out, made on its first call: an epoll set of
-	 * the socket and an eventfd that is signalled while a message is
-	 * stashed or failures wait, since neither shows on the socket. */
+	 * the socket and an eventfd that is signalled while the library
+	 * holds something the socket no longer shows: a stashed or
+	 * streamed message, failure reports, or frames already read. */
 	int poll_fd, stash_fd;
 	int signalled;
 	uint64_t monitor_id;		/* ipc_monitor()'s request */
 };
+
+static int ipc_frame_buffered(const struct ipc_conn *c);
 
 /* Keep stash_fd readable exactly while the application has something
  * the library already read: a stashed message or failure reports. */
 static void
 ipc_stash_signal(struct ipc_conn *c)
 {
-	int want = c->have_stash || c->nfails > 0;
+	int want;
 	uint64_t v = 1;
 
-	if (c->stash_fd < 0 || want == c->signalled)
+	if (c->stash_fd < 0)
+		return;
+	want = c->have_stash || c->nfails > 0 || c->pq_head != NULL ||
+	    ipc_frame_buffered(c);
+	if (want == c->signalled)
 		return;
 	if (want) {
 		if (write(c->stash_fd, &v, sizeof(v)) < 0) {
@@ -232,8 +273,8 @@ ipc_io_read(struct ipc_conn *c, void *buf, size_t len)
 
 /* --- frames ------------------------------------------------------------- */
 
-/* Write what an earlier async send left, waiting (wait != 0) or not.
- * 0 when nothing is left, -EAGAIN, or -ECONNRESET. */
+/* Write what is pending, waiting (wait != 0) or not.  0 when nothing is
+ * left, -EAGAIN, or -ECONNRESET. */
 static int
 ipc_flush_pending(struct ipc_conn *c, int wait)
 {
@@ -253,10 +294,10 @@ ipc_flush_pending(struct ipc_conn *c, int wait)
 	return 0;
 }
 
-/* Encode the pending acknowledgements, then f, into c->out.  Returns
- * the length, or -errno. */
-static long
-ipc_encode(struct ipc_conn *c, const struct wire_frame *f)
+/* Append the acknowledgements, then f (may be NULL), to the pending
+ * bytes.  0 or -errno (nothing appended). */
+static int
+ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 {
 	struct wire_frame ack = { .type = WIRE_ACK };
 	uint8_t ids[IPC_ACK_BATCH * 8];
@@ -274,40 +315,48 @@ ipc_encode(struct ipc_conn *c, const struct wire_frame *f)
 	len = alen + flen;
 	if (len > INT_MAX)
 		return -EMSGSIZE;
-	if (len > c->out_cap) {
-		uint8_t *p = realloc(c->out, len);
+	if (len > c->pend_cap - c->pend_len) {
+		size_t need = c->pend_len + len, cap;
+		uint8_t *p;
 
-		if (p == NULL)
-			return -ENOMEM;
-		c->out = p;
-		c->out_cap = len;
+		/* Slide the unwritten bytes to the front first (TLS takes
+		 * a moved buffer with the same bytes). */
+		if (c->pend_off > 0) {
+			memmove(c->pend, c->pend + c->pend_off,
+			    c->pend_len - c->pend_off);
+			c->pend_len -= c->pend_off;
+			c->pend_off = 0;
+			need = c->pend_len + len;
+		}
+		if (need > c->pend_cap) {
+			cap = c->pend_cap ? c->pend_cap : 4096;
+			while (cap < need)
+				cap *= 2;
+			if ((p = realloc(c->pend, cap)) == NULL)
+				return -ENOMEM;
+			c->pend = p;
+			c->pend_cap = cap;
+		}
 	}
 	if (alen > 0)
-		wire_encode(&ack, c->out, alen);
+		wire_encode(&ack, c->pend + c->pend_len, alen);
 	if (f != NULL)
-		wire_encode(f, c->out + alen, flen);
-	return (long)len;
+		wire_encode(f, c->pend + c->pend_len + alen, flen);
+	c->pend_len += len;
+	c->nacks = 0;
+	return 0;
 }
 
-/* Send f (NULL: only the acknowledgements), waiting for the socket. */
+/* Send f (NULL: only the acknowledgements) after what is pending,
+ * waiting for the socket. */
 static int
 ipc_write_frame(struct ipc_conn *c, const struct wire_frame *f)
 {
-	long len;
 	int r;
 
-	if ((r = ipc_flush_pending(c, 1)) < 0)
+	if ((r = ipc_queue_frame(c, f)) < 0)
 		return r;
-	if ((len = ipc_encode(c, f)) < 0)
-		return (int)len;
-	if (len == 0)
-		return 0;
-	if (ipc_io_write(c, c->out, (size_t)len, 1) != len) {
-		c->broken = 1;
-		return -ECONNRESET;
-	}
-	c->nacks = 0;
-	return 0;
+	return ipc_flush_pending(c, 1);
 }
 
 /* The application has message id: acknowledge it with the next request
@@ -318,6 +367,14 @@ ipc_ack(struct ipc_conn *c, uint64_t id)
 	c->acks[c->nacks++] = id;
 	if (c->nacks == IPC_ACK_BATCH && ipc_write_frame(c, NULL) < 0)
 		c->nacks = 0;	/* broken: the broker requeues them */
+}
+
+/* Before waiting for the broker: what is batched goes out, or the
+ * broker may be waiting for it too. */
+static int
+ipc_flush_before_wait(struct ipc_conn *c)
+{
+	return c->pend_off < c->pend_len ? ipc_flush_pending(c, 1) : 0;
 }
 
 /* Wait up to timeout_ms (IPC_FOREVER: no limit) for the descriptor to be
@@ -351,13 +408,13 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 	if (c->broken)
 		return -ECONNRESET;
 	/* Drop the frame handed out last time. */
-	if (c->in_used > 0) {
-		memmove(c->in, c->in + c->in_used, c->in_len - c->in_used);
-		c->in_len -= c->in_used;
-		c->in_used = 0;
-	}
+	c->in_off += c->in_used;
+	c->in_used = 0;
+	if (c->in_off == c->in_len)
+		c->in_off = c->in_len = 0;
 	for (;;) {
-		long len = wire_frame_len(c->in, c->in_len, max_frame);
+		size_t have = c->in_len - c->in_off;
+		long len = wire_frame_len(c->in + c->in_off, have, max_frame);
 		size_t want = IPC_READ_CHUNK;
 		long n;
 		int r;
@@ -366,8 +423,9 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 			c->broken = 1;
 			return -EPROTO;
 		}
-		if (len > 0 && (size_t)len <= c->in_len) {
-			if (wire_decode(c->in, (size_t)len, f, NULL) < 0) {
+		if (len > 0 && (size_t)len <= have) {
+			if (wire_decode(c->in + c->in_off, (size_t)len, f,
+			    NULL) < 0) {
 				c->broken = 1;
 				return -EPROTO;
 			}
@@ -378,17 +436,26 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 			}
 			return 0;
 		}
-		if (len > 0 && (size_t)len - c->in_len > want)
-			want = (size_t)len - c->in_len;
+		if (len > 0 && (size_t)len - have > want)
+			want = (size_t)len - have;
 		if (want > c->in_cap - c->in_len) {
-			uint8_t *p = realloc(c->in, c->in_len + want);
+			/* Slide the partial frame to the front; grow only
+			 * if that is not room enough. */
+			if (c->in_off > 0) {
+				memmove(c->in, c->in + c->in_off, have);
+				c->in_len = have;
+				c->in_off = 0;
+			}
+			if (want > c->in_cap - c->in_len) {
+				uint8_t *p = realloc(c->in, c->in_len + want);
 
-			if (p == NULL)
-				return -ENOMEM;
-			c->in = p;
-			c->in_cap = c->in_len + want;
+				if (p == NULL)
+					return -ENOMEM;
+				c->in = p;
+				c->in_cap = c->in_len + want;
+			}
 		}
-		if (c->in_len == 0 && timeout_ms != IPC_FOREVER &&
+		if (have == 0 && timeout_ms != IPC_FOREVER &&
 		    (r = ipc_poll(c, timeout_ms)) < 0)
 			return r;
 		n = ipc_io_read(c, c->in + c->in_len, c->in_cap - c->in_len);
@@ -450,6 +517,146 @@ ipc_take_armed(struct ipc_conn *c, const struct wire_frame *f)
 	return 0;
 }
 
+/* --- receive streams (ipc_set_prefetch) ------------------------------- */
+
+static int ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
+    uint64_t waiting_id);
+
+static struct ipc_stream *
+ipc_stream_by_id(struct ipc_conn *c, uint64_t id)
+{
+	for (unsigned i = 0; i < IPC_STREAMS_MAX; i++)
+		if (c->streams[i].id != 0 && c->streams[i].id == id)
+			return &c->streams[i];
+	return NULL;
+}
+
+static struct ipc_stream *
+ipc_stream_by_name(struct ipc_conn *c, const char *name)
+{
+	for (unsigned i = 0; i < IPC_STREAMS_MAX; i++)
+		if (c->streams[i].id != 0 &&
+		    strcmp(c->streams[i].name, name) == 0)
+			return &c->streams[i];
+	return NULL;
+}
+
+/* The broker ended it (or we did): what it sent stays kept. */
+static void
+ipc_stream_close(struct ipc_stream *s)
+{
+	s->id = 0;
+	s->credit = s->held = 0;
+	s->name[0] = '\0';
+}
+
+/* Keep a streamed message that came while the application was busy with
+ * something else.  0 or -ENOMEM. */
+static int
+ipc_stream_keep(struct ipc_conn *c, struct ipc_stream *s,
+    const struct wire_frame *f)
+{
+	size_t len = f->b.deliver.payload.len;
+	struct ipc_pmsg *pm = malloc(sizeof(*pm) + len);
+
+	if (s->credit > 0)
+		s->credit--;
+	if (pm == NULL)
+		return -ENOMEM;
+	ipc_fill_info(&f->b.deliver, &pm->info);
+	if (len)
+		memcpy(pm->data, f->b.deliver.payload.p, len);
+	pm->next = NULL;
+	if (c->pq_tail != NULL)
+		c->pq_tail->next = pm;
+	else
+		c->pq_head = pm;
+	c->pq_tail = pm;
+	s->held++;
+	ipc_stash_signal(c);
+	return 0;
+}
+
+/* Open a stream on mailbox name with the connection's prefetch as its
+ * credit.  NULL when every slot is taken (the caller asks the old way)
+ * or on error (*err). */
+static struct ipc_stream *
+ipc_stream_open(struct ipc_conn *c, const char *name, int *err)
+{
+	struct wire_frame req = { .type = WIRE_CREDIT };
+	struct ipc_stream *s = NULL;
+
+	*err = 0;
+	for (unsigned i = 0; i < IPC_STREAMS_MAX && s == NULL; i++)
+		if (c->streams[i].id == 0)
+			s = &c->streams[i];
+	if (s == NULL || strlen(name) >= sizeof(s->name))
+		return NULL;
+	req.id = ++c->next_id;
+	req.b.credit.credit = c->prefetch;
+	req.b.credit.max_len = c->max_payload;
+	req.b.credit.source = wire_str(name);
+	if ((*err = ipc_write_frame(c, &req)) < 0)
+		return NULL;
+	s->id = req.id;
+	s->credit = c->prefetch;
+	s->held = 0;
+	strcpy(s->name, name);
+	return s;
+}
+
+/* The application took message id of stream s (NULL: its stream is
+ * gone): acknowledge it, and once the credit out and the messages held
+ * are down to half the prefetch, give the broker credit for the rest. */
+static int
+ipc_stream_took(struct ipc_conn *c, struct ipc_stream *s, uint64_t id)
+{
+	struct wire_frame req = { .type = WIRE_CREDIT };
+	uint32_t more;
+
+	ipc_ack(c, id);
+	if (s == NULL || c->prefetch == 0 ||
+	    s->credit + s->held > c->prefetch / 2)
+		return 0;
+	more = c->prefetch - s->credit - s->held;
+	req.id = s->id;
+	req.b.credit.credit = more;
+	req.b.credit.max_len = c->max_payload;
+	req.b.credit.source = wire_str(s->name);
+	s->credit += more;
+	return ipc_write_frame(c, &req);
+}
+
+/* End stream s: CREDIT with END, answered by OK (or ERROR if the broker
+ * had ended it already); what it sent before that is kept. */
+static int
+ipc_stream_end(struct ipc_conn *c, struct ipc_stream *s)
+{
+	struct wire_frame req = { .type = WIRE_CREDIT }, f;
+	int r;
+
+	req.id = s->id;
+	req.b.credit.flags = WIRE_CREDIT_END;
+	req.b.credit.source = wire_str(s->name);
+	if ((r = ipc_write_frame(c, &req)) < 0)
+		return r;
+	for (;;) {
+		if ((r = ipc_read_frame(c, &f, IPC_FOREVER)) < 0)
+			return r;
+		if (f.id == s->id && f.type == WIRE_DELIVER) {
+			if ((r = ipc_stream_keep(c, s, &f)) < 0)
+				return r;
+			continue;
+		}
+		if (f.id == s->id)
+			break;		/* OK, or ERROR: it had ended */
+		if ((r = ipc_unsolicited(c, &f, 0)) < 0)
+			return r;
+	}
+	ipc_stream_close(s);
+	return 0;
+}
+
 /* A frame no call is waiting for: the armed receive's answer, a failure
  * report, an async send's error, or a late answer.  Returns 1 when it
  * was one (and is dealt with), 0 when it is the answer to waiting_id, or
@@ -458,8 +665,18 @@ static int
 ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
     uint64_t waiting_id)
 {
+	struct ipc_stream *s;
+
 	if (c->armed && f->id == c->armed_id)
 		return ipc_take_armed(c, f) < 0 ? -ENOMEM : 1;
+	if ((f->type == WIRE_DELIVER || f->type == WIRE_ERROR) &&
+	    (s = ipc_stream_by_id(c, f->id)) != NULL) {
+		if (f->type == WIRE_ERROR) {
+			ipc_stream_close(s);	/* the next receive asks */
+			return 1;
+		}
+		return ipc_stream_keep(c, s, f) < 0 ? -ENOMEM : 1;
+	}
 	if (f->type == WIRE_FAILED) {
 		ipc_record_failure(c, f->id, f->b.failed.msg_id,
 		    wire_errno(f->b.failed.code));
@@ -506,11 +723,11 @@ ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
 static int
 ipc_frame_buffered(const struct ipc_conn *c)
 {
-	long len = wire_frame_len(c->in + c->in_used,
-	    c->in_len - c->in_used, c->max_payload + WIRE_OVERHEAD_MAX);
+	size_t off = c->in_off + c->in_used;
+	long len = wire_frame_len(c->in + off, c->in_len - off,
+	    c->max_payload + WIRE_OVERHEAD_MAX);
 
-	return len != 0 && (len < 0 ||
-	    (size_t)len <= c->in_len - c->in_used);
+	return len != 0 && (len < 0 || (size_t)len <= c->in_len - off);
 }
 
 /* Take in, without waiting, every frame the broker has sent so far. */
@@ -520,6 +737,9 @@ ipc_drain(struct ipc_conn *c)
 	struct wire_frame f;
 	int r;
 
+	/* Push out what is batched, as far as the socket takes it. */
+	if ((r = ipc_flush_pending(c, 0)) < 0 && r != -EAGAIN)
+		return r;
 	while (!c->broken) {
 		if (!ipc_frame_buffered(c) && ipc_poll(c, 0) < 0)
 			return 0;	/* nothing more now */
@@ -653,8 +873,13 @@ ipc_close(struct ipc_conn *c)
 	if (c->stash_fd >= 0)
 		close(c->stash_fd);
 	free(c->in);
-	free(c->out);
 	free(c->stash.data);
+	while (c->pq_head != NULL) {
+		struct ipc_pmsg *pm = c->pq_head;
+
+		c->pq_head = pm->next;
+		free(pm);
+	}
 	free(c);
 	return 0;
 }
@@ -903,13 +1128,14 @@ ipc_send(struct ipc_conn *c, const char *to, const void *buf, size_t len)
 	return ipc_send_timed(c, to, buf, len, IPC_FOREVER, NULL);
 }
 
-int
-ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
-    size_t len, uint64_t *id_out)
+/* An async send (more: batched, written once IPC_BATCH_BYTES are
+ * waiting; else written now, as far as the socket takes it). */
+static int
+ipc_send_nowait(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out, int more)
 {
 	struct wire_frame req = { .type = WIRE_SEND };
 	struct ipc_addr a;
-	long n, w;
 	int r;
 
 	if (c == NULL)
@@ -921,9 +1147,14 @@ ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
 		return ipc_fail(-EMSGSIZE);
 	if (c->broken)
 		return ipc_fail(-ECONNRESET);
-	/* One frame at most waits in the library: until it is out, the
-	 * next async send would have to wait. */
-	if ((r = ipc_flush_pending(c, 0)) < 0)
+	/* An unbatched send leaves at once: what waits before it must
+	 * be out first (at most its own frame then waits, for the next
+	 * call).  A batched one may wait behind a bounded amount. */
+	if (!more && (r = ipc_flush_pending(c, 0)) < 0)
+		return ipc_fail(r);
+	if (more && c->pend_len - c->pend_off >= IPC_PEND_MAX &&
+	    (r = ipc_flush_pending(c, 0)) < 0 &&
+	    c->pend_len - c->pend_off >= IPC_PEND_MAX)
 		return ipc_fail(r);
 	req.id = ++c->next_id;
 	req.b.send.timeout_ms = 0;
@@ -931,48 +1162,40 @@ ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.dest = wire_str(to);
 	req.b.send.payload.p = buf;
 	req.b.send.payload.len = len;
-	if ((n = ipc_encode(c, &req)) < 0)
-		return ipc_fail((int)n);
-	w = ipc_io_write(c, c->out, (size_t)n, 0);
-	/* TLS took the frame even so: it is the library's to finish. */
-	if (w < 0 && errno == EAGAIN && c->tls != NULL)
-		w = 0;
-	if (w < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return ipc_fail(-EAGAIN);
-		c->broken = 1;
-		return ipc_fail(-ECONNRESET);
-	}
-	c->nacks = 0;	/* they went first, at least in part */
-	if (w < n) {
-		size_t rest = (size_t)(n - w);
-
-		if (rest > c->pend_cap) {
-			uint8_t *p = realloc(c->pend, rest);
-
-			if (p == NULL) {
-				/* Half a frame out and no room for the
-				 * rest: finish it the slow way. */
-				if (ipc_io_write(c, c->out + w, rest, 1) !=
-				    (long)rest) {
-					c->broken = 1;
-					return ipc_fail(-ECONNRESET);
-				}
-				rest = 0;
-			} else {
-				c->pend = p;
-				c->pend_cap = rest;
-			}
-		}
-		if (rest > 0) {
-			memcpy(c->pend, c->out + w, rest);
-			c->pend_off = 0;
-			c->pend_len = rest;
-		}
-	}
+	if ((r = ipc_queue_frame(c, &req)) < 0)
+		return ipc_fail(r);
+	if ((!more || c->pend_len - c->pend_off >= IPC_BATCH_BYTES) &&
+	    (r = ipc_flush_pending(c, 0)) < 0 && r != -EAGAIN)
+		return ipc_fail(r);
 	if (id_out != NULL)
 		*id_out = req.id;
 	return 0;
+}
+
+int
+ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out)
+{
+	return ipc_send_nowait(c, to, buf, len, id_out, 0);
+}
+
+int
+ipc_send_more(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out)
+{
+	return ipc_send_nowait(c, to, buf, len, id_out, 1);
+}
+
+int
+ipc_flush(struct ipc_conn *c)
+{
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (c->broken)
+		return ipc_fail(-ECONNRESET);
+	return (r = ipc_flush_pending(c, 1)) < 0 ? ipc_fail(r) : 0;
 }
 
 int
@@ -1023,6 +1246,21 @@ ipc_give_stash(struct ipc_conn *c, void *buf, size_t size, void **buf_out,
 	return (ssize_t)len;
 }
 
+/* What is left of timeout_ms since t0 (IPC_FOREVER stays so). */
+static int
+ipc_left(const struct timespec *t0, int timeout_ms)
+{
+	struct timespec now;
+	long long spent;
+
+	if (timeout_ms <= 0)
+		return timeout_ms;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	spent = (now.tv_sec - t0->tv_sec) * 1000LL +
+	    (now.tv_nsec - t0->tv_nsec) / 1000000;
+	return spent >= timeout_ms ? 0 : (int)(timeout_ms - spent);
+}
+
 /* Wait (up to timeout_ms) for the armed receive's answer. */
 static int
 ipc_wait_armed(struct ipc_conn *c, int timeout_ms)
@@ -1032,25 +1270,151 @@ ipc_wait_armed(struct ipc_conn *c, int timeout_ms)
 	int r;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if ((r = ipc_flush_before_wait(c)) < 0)
+		return r;
 	while (c->armed) {
-		int left = timeout_ms;
-
-		if (timeout_ms > 0) {
-			struct timespec now;
-			long long spent;
-
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			spent = (now.tv_sec - t0.tv_sec) * 1000LL +
-			    (now.tv_nsec - t0.tv_nsec) / 1000000;
-			left = spent >= timeout_ms ? 0 :
-			    (int)(timeout_ms - spent);
-		}
-		if ((r = ipc_read_frame(c, &f, left)) < 0)
+		if ((r = ipc_read_frame(c, &f, ipc_left(&t0, timeout_ms))) < 0)
 			return r == -ETIMEDOUT && timeout_ms == 0 ?
 			    -EAGAIN : r;
 		if ((r = ipc_unsolicited(c, &f, 0)) < 0)
 			return r;
 	}
+	return 0;
+}
+
+/* Hand a delivered message to the application: into buf (size bytes),
+ * or (buf_out) into a buffer allocated for it.  -EMSGSIZE (with
+ * info_out->len set) when buf is too small: the caller keeps it. */
+static ssize_t
+ipc_hand_over(const struct ipc_msg_info *info, const void *data,
+    void *buf, size_t size, void **buf_out, struct ipc_msg_info *info_out)
+{
+	size_t len = info->len;
+	void *p = buf;
+
+	if (buf_out == NULL && len > size) {
+		if (info_out != NULL) {
+			memset(info_out, 0, sizeof(*info_out));
+			info_out->len = len;
+		}
+		return -EMSGSIZE;
+	}
+	if (buf_out != NULL) {
+		if ((p = malloc(len ? len : 1)) == NULL)
+			return -ENOMEM;
+		*buf_out = p;
+	}
+	if (len)
+		memcpy(p, data, len);
+	if (info_out != NULL)
+		*info_out = *info;
+	return (ssize_t)len;
+}
+
+/* The first kept streamed message of mailbox from, handed over. */
+static ssize_t
+ipc_give_kept(struct ipc_conn *c, const char *from, void *buf, size_t size,
+    void **buf_out, struct ipc_msg_info *info_out, int *found)
+{
+	struct ipc_pmsg *pm, *prev = NULL;
+	struct ipc_stream *s;
+	ssize_t n;
+	int r;
+
+	for (pm = c->pq_head; pm != NULL; prev = pm, pm = pm->next)
+		if (strcmp(pm->info.source, from) == 0)
+			break;
+	if ((*found = pm != NULL) == 0)
+		return 0;
+	n = ipc_hand_over(&pm->info, pm->data, buf, size, buf_out, info_out);
+	if (n < 0)
+		return n;
+	if (prev != NULL)
+		prev->next = pm->next;
+	else
+		c->pq_head = pm->next;
+	if (c->pq_tail == pm)
+		c->pq_tail = prev;
+	if ((s = ipc_stream_by_name(c, from)) != NULL && s->held > 0)
+		s->held--;
+	r = ipc_stream_took(c, s, pm->info.id);
+	free(pm);
+	ipc_stash_signal(c);
+	return r < 0 ? r : n;
+}
+
+/* Receive from mailbox from through its stream (opened on first use):
+ * the next message it brings, handed over straight from the input
+ * buffer.  *used = 0 when no stream could be had (the caller asks with
+ * a RECV instead). */
+static ssize_t
+ipc_recv_stream(struct ipc_conn *c, const char *from, void *buf,
+    size_t size, void **buf_out, int timeout_ms,
+    struct ipc_msg_info *info_out, int *used)
+{
+	struct ipc_stream *s = ipc_stream_by_name(c, from);
+	struct ipc_msg_info info;
+	struct wire_frame f;
+	struct timespec t0;
+	ssize_t n;
+	int r;
+
+	*used = 1;
+	if (s == NULL && (s = ipc_stream_open(c, from, &r)) == NULL) {
+		*used = r < 0;
+		return r;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if ((r = ipc_flush_before_wait(c)) < 0)
+		return r;
+	for (;;) {
+		if ((r = ipc_read_frame(c, &f, ipc_left(&t0, timeout_ms))) < 0)
+			return r == -ETIMEDOUT && timeout_ms == 0 ?
+			    -EAGAIN : r;
+		if (f.id != s->id ||
+		    (f.type != WIRE_DELIVER && f.type != WIRE_ERROR)) {
+			if ((r = ipc_unsolicited(c, &f, 0)) < 0)
+				return r;
+			continue;
+		}
+		if (f.type == WIRE_ERROR) {
+			ipc_stream_close(s);
+			return -wire_errno(f.b.error.code);
+		}
+		if (s->credit > 0)
+			s->credit--;
+		ipc_fill_info(&f.b.deliver, &info);
+		n = ipc_hand_over(&info, f.b.deliver.payload.p, buf, size,
+		    buf_out, info_out);
+		if (n == -EMSGSIZE)	/* kept for a larger buffer */
+			return ipc_stream_keep(c, s, &f) < 0 ? -ENOMEM : n;
+		if (n < 0)
+			return n;
+		if ((r = ipc_stream_took(c, s, info.id)) < 0)
+			return r;
+		ipc_stash_signal(c);
+		return n;
+	}
+}
+
+int
+ipc_set_prefetch(struct ipc_conn *c, unsigned n)
+{
+	int r;
+
+	if (c == NULL)
+		return ipc_fail(-EBADF);
+	if (n > WIRE_CREDIT_MAX)
+		return ipc_fail(-EINVAL);
+	if (c->broken)
+		return ipc_fail(-ECONNRESET);
+	c->prefetch = n;
+	if (n > 0)
+		return 0;
+	for (unsigned i = 0; i < IPC_STREAMS_MAX; i++)
+		if (c->streams[i].id != 0 &&
+		    (r = ipc_stream_end(c, &c->streams[i])) < 0)
+			return ipc_fail(r);
 	return 0;
 }
 
@@ -1075,6 +1439,22 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	if ((buf == NULL && buf_out == NULL && size > 0) ||
 	    timeout_ms < IPC_FOREVER)
 		return ipc_fail(-EINVAL);
+	if (c->pq_head != NULL) {
+		ssize_t n = ipc_give_kept(c, from, buf, size, buf_out,
+		    info_out, &r);
+
+		if (r)
+			return n < 0 ? ipc_fail((int)n) : n;
+	}
+	if (c->prefetch > 0 && from[0] != '\0' && strncmp(from, "pid:", 4) &&
+	    !((c->armed || c->have_stash) && strcmp(c->armed_from, from) == 0)) {
+		int used;
+		ssize_t n = ipc_recv_stream(c, from, buf, size, buf_out,
+		    timeout_ms, info_out, &used);
+
+		if (used)
+			return n < 0 ? ipc_fail((int)n) : n;
+	}
 	if (c->armed && strcmp(c->armed_from, from) == 0 &&
 	    (r = ipc_wait_armed(c, timeout_ms)) < 0)
 		return ipc_fail(r);

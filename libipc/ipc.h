@@ -229,8 +229,9 @@ int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
 
 /*
  * ipc_send_async - send without waiting for the broker: returns 0 once
- * the message is handed to the OS (or to the library's buffer of one
- * frame), or -1 with EAGAIN when the connection cannot take it now.  The
+ * the message is handed to the OS (or, when the socket took only part of
+ * it, to the library, which writes the rest first at the next call), or
+ * -1 with EAGAIN when the connection cannot take it now.  The
  * broker never waits for room on its behalf: a full queue is a failure.
  * *id_out (may be NULL) is its send id.  Every failure, found at once or
  * later (full, no such mailbox or process, EACCES, EDQUOT, EMSGSIZE, the
@@ -239,6 +240,24 @@ int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
  */
 int ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
     size_t len, uint64_t *id_out);
+
+/*
+ * ipc_send_more - ipc_send_async(), batched: the message may stay in the
+ * library's buffer until 32 KiB are batched, ipc_flush() is called, or
+ * any other call on c writes (a blocking send, a receive, ipc_close), so
+ * that many messages go out in one write.  Order is kept with every
+ * other send on c.  Use it for bursts, then ipc_flush(); an unbatched
+ * ipc_send_async() still leaves at once.
+ */
+int ipc_send_more(struct ipc_conn *c, const char *to, const void *buf,
+    size_t len, uint64_t *id_out);
+
+/*
+ * ipc_flush - write what ipc_send_more() and ipc_send_async() left in the
+ * library's buffer, waiting for the socket to take it.  0, or -1 with
+ * ECONNRESET.
+ */
+int ipc_flush(struct ipc_conn *c);
 
 struct ipc_send_failure {
 	uint64_t send_id;	/* as ipc_send_async's id_out gave; for a
@@ -292,6 +311,23 @@ ssize_t ipc_recv_alloc(struct ipc_conn *c, const char *from,
  * per connection: EBUSY for a second.  Returns 0 or -1 with errno.
  */
 int ipc_recv_arm(struct ipc_conn *c, const char *from);
+
+/*
+ * ipc_set_prefetch - receive ahead: with n > 0, a receive from a mailbox
+ * opens a stream on it, and the broker sends up to n of its messages to
+ * this connection as they come, without waiting to be asked; the
+ * library keeps them and hands them out in order, acknowledging each as
+ * it does (so one receive costs no round trip through the broker).  The
+ * messages held ahead are this connection's: no other receiver gets
+ * them, and if the connection closes before handing them over they go
+ * back to the head of the mailbox, marked redelivered.  With several
+ * receivers on one mailbox, messages go round them in turns.  n = 0
+ * (the default) ends every stream: each receive asks for one message.
+ * The library may then hold up to n messages per mailbox (n times the
+ * largest message, in bytes).  Receives from direct queues never
+ * prefetch.  Returns 0, or -1 with EINVAL (n over 65536), ECONNRESET.
+ */
+int ipc_set_prefetch(struct ipc_conn *c, unsigned n);
 
 /* --- introspection (what ipcctl shows) --------------------------------- */
 

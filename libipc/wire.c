@@ -70,6 +70,9 @@ static const struct wire_field wire_f_sent[] = {
 static const struct wire_field wire_f_recv[] = {
 	F(WK_U32, recv.timeout_ms), F(WK_U32, recv.flags),
 	F(WK_U32, recv.max_len), F(WK_STR, recv.source), END };
+static const struct wire_field wire_f_credit[] = {
+	F(WK_U32, credit.credit), F(WK_U32, credit.flags),
+	F(WK_U32, credit.max_len), F(WK_STR, credit.source), END };
 static const struct wire_field wire_f_deliver[] = {
 	F(WK_U64, deliver.msg_id), F(WK_U64, deliver.enqueue_ns),
 	F(WK_U32, deliver.pid), F(WK_U32, deliver.uid),
@@ -148,6 +151,7 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_PEEK, "PEEK", wire_f_peek },
 	{ WIRE_ACK, "ACK", wire_f_ack },
 	{ WIRE_FAILED, "FAILED", wire_f_failed },
+	{ WIRE_CREDIT, "CREDIT", wire_f_credit },
 	{ WIRE_CLIENTS, "CLIENTS", wire_f_none },
 	{ WIRE_CLIENT_INFO, "CLIENT_INFO", wire_f_client },
 	{ WIRE_COUNTERS, "COUNTERS", wire_f_none },

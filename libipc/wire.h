@@ -62,6 +62,8 @@ enum wire_type {
 					 * handed to the application */
 	WIRE_FAILED = 0x26,		/* s->c, unasked: a message this
 					 * client sent was lost after all */
+	WIRE_CREDIT = 0x27,		/* -> DELIVER... as messages come
+					 * (a receive stream); END: -> OK */
 	/* introspection */
 	WIRE_CLIENTS = 0x30,		/* -> CLIENT_INFO..., OK */
 	WIRE_CLIENT_INFO = 0x31,
@@ -251,6 +253,18 @@ struct wire_recv {
 					 * to it (selective receive) */
 };
 
+/* CREDIT: let the broker stream up to credit more messages of a mailbox
+ * to this connection, each a DELIVER with the CREDIT's id (the stream's
+ * id).  With WIRE_CREDIT_END the stream ends instead, answered by OK. */
+#define WIRE_CREDIT_END	0x1u
+#define WIRE_CREDIT_MAX	65536u	/* most credit one stream holds */
+struct wire_credit {
+	uint32_t credit;
+	uint32_t flags;			/* WIRE_CREDIT_END, else 0 */
+	uint32_t max_len;		/* largest payload the client takes */
+	struct wire_bytes source;	/* a mailbox name */
+};
+
 struct wire_deliver {
 	uint64_t msg_id, enqueue_ns;
 	uint32_t pid, uid, gid, flags;
@@ -321,6 +335,7 @@ struct wire_frame {
 		struct wire_send send;
 		struct wire_sent sent;
 		struct wire_recv recv;
+		struct wire_credit credit;
 		struct wire_deliver deliver;
 		struct wire_peek peek;
 		struct wire_ack ack;

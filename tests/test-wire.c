@@ -36,6 +36,7 @@ static const uint16_t all_types[] = {
 	WIRE_MBOX_CREATE, WIRE_MBOX_STAT, WIRE_MBOX_DELETE, WIRE_MBOX_LIST,
 	WIRE_MBOX_INFO, WIRE_MBOX_CHMOD, WIRE_MBOX_CHOWN, WIRE_SEND,
 	WIRE_SENT, WIRE_RECV, WIRE_DELIVER, WIRE_PEEK, WIRE_ACK, WIRE_FAILED,
+	WIRE_CREDIT,
 	WIRE_CLIENTS, WIRE_CLIENT_INFO, WIRE_COUNTERS, WIRE_COUNTER,
 	WIRE_MONITOR, WIRE_EVENT, WIRE_LINKS, WIRE_LINK_INFO,
 	WIRE_LINK_HELLO, WIRE_LINK_SEND, WIRE_PING, WIRE_PONG,
@@ -44,7 +45,7 @@ static const uint16_t all_types[] = {
 
 /* Type values next to known ones, and the extremes: none is a type. */
 static const uint16_t unknown_types[] = {
-	0x0000, 0x0007, 0x000f, 0x0017, 0x0027, 0x0038, 0x003f, 0x0044,
+	0x0000, 0x0007, 0x000f, 0x0017, 0x0028, 0x0038, 0x003f, 0x0044,
 	0xffff,
 };
 #define N_UNKNOWN (sizeof(unknown_types) / sizeof(unknown_types[0]))
@@ -206,6 +207,12 @@ sample_frame(uint16_t type, struct wire_frame *f)
 		f->b.recv.max_len = 0x00100001;
 		f->b.recv.source = wire_str("jobs");
 		break;
+	case WIRE_CREDIT:
+		f->b.credit.credit = 0x00000100;
+		f->b.credit.flags = WIRE_CREDIT_END;
+		f->b.credit.max_len = 0x00100002;
+		f->b.credit.source = wire_str("jobs.stream");
+		break;
 	case WIRE_DELIVER:
 		f->b.deliver.msg_id = 0x0000000100000002ull;
 		f->b.deliver.enqueue_ns = 0x17a0b0c0d0e0f001ull;
@@ -322,6 +329,9 @@ frame_strings(struct wire_frame *f, struct wire_bytes *out[MAX_STRINGS])
 		return 1;
 	case WIRE_RECV:
 		out[0] = &f->b.recv.source;
+		return 1;
+	case WIRE_CREDIT:
+		out[0] = &f->b.credit.source;
 		return 1;
 	case WIRE_DELIVER:
 		out[0] = &f->b.deliver.sender;
@@ -483,6 +493,12 @@ assert_frame_equal(const struct wire_frame *a, const struct wire_frame *b)
 		assert_int_equal(a->b.recv.flags, b->b.recv.flags);
 		assert_int_equal(a->b.recv.max_len, b->b.recv.max_len);
 		assert_bytes_equal(a->b.recv.source, b->b.recv.source);
+		break;
+	case WIRE_CREDIT:
+		assert_int_equal(a->b.credit.credit, b->b.credit.credit);
+		assert_int_equal(a->b.credit.flags, b->b.credit.flags);
+		assert_int_equal(a->b.credit.max_len, b->b.credit.max_len);
+		assert_bytes_equal(a->b.credit.source, b->b.credit.source);
 		break;
 	case WIRE_DELIVER:
 		assert_int_equal(a->b.deliver.msg_id, b->b.deliver.msg_id);
@@ -1606,7 +1622,7 @@ test_encoded_len_of_empty_bodies_matches_layout(void **state)
 		{ WIRE_MBOX_CHMOD, 22 }, { WIRE_MBOX_CHOWN, 26 },
 		{ WIRE_SEND, 26 }, { WIRE_SENT, 24 }, { WIRE_RECV, 30 },
 		{ WIRE_DELIVER, 52 }, { WIRE_PEEK, 22 },
-		{ WIRE_ACK, 16 }, { WIRE_FAILED, 30 },
+		{ WIRE_ACK, 16 }, { WIRE_FAILED, 30 }, { WIRE_CREDIT, 30 },
 		{ WIRE_CLIENTS, 16 }, { WIRE_CLIENT_INFO, 70 },
 		{ WIRE_COUNTERS, 16 }, { WIRE_COUNTER, 26 },
 		{ WIRE_MONITOR, 16 }, { WIRE_EVENT, 58 },
@@ -2297,7 +2313,7 @@ test_type_name_of_every_type(void **state)
 		"HELLO", "WELCOME", "ERROR", "OK", "BYE", "OPTION",
 		"MBOX_CREATE", "MBOX_STAT", "MBOX_DELETE", "MBOX_LIST",
 		"MBOX_INFO", "MBOX_CHMOD", "MBOX_CHOWN", "SEND", "SENT",
-		"RECV", "DELIVER", "PEEK", "ACK", "FAILED", "CLIENTS",
+		"RECV", "DELIVER", "PEEK", "ACK", "FAILED", "CREDIT", "CLIENTS",
 		"CLIENT_INFO", "COUNTERS", "COUNTER", "MONITOR", "EVENT",
 		"LINKS", "LINK_INFO", "LINK_HELLO", "LINK_SEND", "PING",
 		"PONG",

@@ -20,6 +20,11 @@ struct bench_cfg {
 	size_t size;		/* payload bytes (>= 8: the sequence number) */
 	unsigned count;		/* messages (throughput) or round trips */
 	unsigned producers, consumers;	/* throughput scenarios */
+	/* libipc only: receive ahead this many messages
+	 * (ipc_set_prefetch; 0 off), batch async sends (ipc_send_more),
+	 * and async sends in the round trip instead of blocking ones. */
+	unsigned prefetch;
+	int batch, async_rtt;
 };
 
 /* Latency of count round trips, in microseconds. */
