@@ -130,6 +130,8 @@ struct mbox {
 	struct waitq senders;		/* parked SENDs, in arrival order */
 	uint64_t msgs_in, msgs_out, created_ns;
 	uint32_t unacked;		/* its messages held by receivers */
+	int to_feed;			/* on a closing conn's list of */
+	struct mbox *feed_next;		/* mailboxes to feed */
 };
 
 enum conn_state { CONN_TLS, CONN_HELLO, CONN_READY, CONN_DEAD };

@@ -371,15 +371,14 @@ conn_accept_all(struct broker *b)
 }
 
 /* Put c's unacknowledged messages back, all of them before any waiting
- * receiver is served, so that receiver gets the oldest.  They came from
- * few queues: up to CONN_HOMES are fed at the end, any others at once. */
-#define CONN_HOMES 8
+ * receiver is served, so that receiver gets the oldest: the mailboxes
+ * they went back to are listed (through the mailbox itself, so nothing
+ * is allocated) and fed at the end. */
 static void
 conn_requeue_unacked(struct conn *c)
 {
-	struct mbox *homes[CONN_HOMES], *m;
+	struct mbox *homes = NULL, *m;
 	struct msg *newest = NULL;
-	unsigned nhomes = 0, i;
 
 	/* The list is oldest first: turn it round. */
 	while (c->unacked != NULL) {
@@ -396,19 +395,18 @@ conn_requeue_unacked(struct conn *c)
 		newest = msg->next;
 		msg->next = NULL;
 		c->nunacked--;
-		if ((m = mbox_requeue(c->b, msg)) == NULL)
+		if ((m = mbox_requeue(c->b, msg)) == NULL || m->to_feed)
 			continue;
-		for (i = 0; i < nhomes && homes[i] != m; i++)
-			;
-		if (i == nhomes) {
-			if (nhomes < CONN_HOMES)
-				homes[nhomes++] = m;
-			else
-				mbox_feed_receivers(c->b, m);
-		}
+		m->to_feed = 1;
+		m->feed_next = homes;
+		homes = m;
 	}
-	for (i = 0; i < nhomes; i++)
-		mbox_feed_receivers(c->b, homes[i]);
+	while ((m = homes) != NULL) {
+		homes = m->feed_next;
+		m->to_feed = 0;
+		m->feed_next = NULL;
+		mbox_feed_receivers(c->b, m);
+	}
 }
 
 void
@@ -1283,6 +1281,16 @@ conn_on_recv(struct conn *c, const struct wire_frame *f)
 	    &from);
 }
 
+/* A CREDIT refused: the answer is ERROR with the stream's id, which ends
+ * that stream if it was open (the client forgets it on any ERROR). */
+static void
+conn_credit_refused(struct conn *c, uint64_t id, int err, uint32_t aux,
+    const char *why)
+{
+	mbox_stream_end(c->b, c, id);
+	conn_reply_error(c, id, err, aux, why);
+}
+
 /* CREDIT: open or feed a receive stream on a mailbox, or end it. */
 static void
 conn_on_credit(struct conn *c, const struct wire_frame *f)
@@ -1292,7 +1300,8 @@ conn_on_credit(struct conn *c, const struct wire_frame *f)
 	int r;
 
 	if ((cr->flags & ~WIRE_CREDIT_END) != 0) {
-		conn_reply_error(c, f->id, EINVAL, 0, "unknown CREDIT flags");
+		conn_credit_refused(c, f->id, EINVAL, 0,
+		    "unknown CREDIT flags");
 		return;
 	}
 	if (cr->flags & WIRE_CREDIT_END) {
@@ -1304,12 +1313,14 @@ conn_on_credit(struct conn *c, const struct wire_frame *f)
 	}
 	if (cr->source.len == 0 || (cr->source.len > 4 &&
 	    memcmp(cr->source.p, "pid:", 4) == 0)) {
-		conn_reply_error(c, f->id, EINVAL, 0,
+		conn_credit_refused(c, f->id, EINVAL, 0,
 		    "a receive stream is for a mailbox, not a direct queue");
 		return;
 	}
-	if ((m = conn_resolve(c, f->id, cr->source, ACCESS_READ)) == NULL)
+	if ((m = conn_resolve(c, f->id, cr->source, ACCESS_READ)) == NULL) {
+		mbox_stream_end(c->b, c, f->id);	/* refused: it ends */
 		return;
+	}
 	if (c->nstreams >= CONN_STREAMS_MAX) {
 		int open = 0;
 
@@ -1324,7 +1335,7 @@ conn_on_credit(struct conn *c, const struct wire_frame *f)
 	}
 	if ((r = mbox_stream_credit(c->b, m, c, f->id, cr->max_len,
 	    cr->credit)) < 0)
-		conn_reply_error(c, f->id, -r, 0, r == -EINVAL ?
+		conn_credit_refused(c, f->id, -r, 0, r == -EINVAL ?
 		    "that stream id is for another mailbox" :
 		    "out of memory");
 }

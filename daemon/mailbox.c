@@ -489,7 +489,9 @@ static void mbox_serve(struct broker *b, struct mbox *m, struct wait *w);
 
 /* Messages came back to the queue (or a stream can take again): serve
  * the receivers that wait, in their order, each with the first message
- * it selects; a stream takes what its credit allows. */
+ * it selects; a stream takes as many as its credit and its conn's
+ * output allow before the next receiver is served.  (New messages, in
+ * mbox_send(), go round the receivers one at a time.) */
 void
 mbox_feed_receivers(struct broker *b, struct mbox *m)
 {

@@ -67,6 +67,7 @@ struct ipc_stream {
 /* A streamed message read past on the way to something else. */
 struct ipc_pmsg {
 	struct ipc_pmsg *next;
+	int streamed;			/* counted in its stream's held */
 	struct ipc_msg_info info;
 	uint8_t data[];
 };
@@ -559,10 +560,11 @@ ipc_stream_keep(struct ipc_conn *c, struct ipc_stream *s,
 	size_t len = f->b.deliver.payload.len;
 	struct ipc_pmsg *pm = malloc(sizeof(*pm) + len);
 
-	if (s->credit > 0)
+	if (s != NULL && s->credit > 0)
 		s->credit--;
 	if (pm == NULL)
 		return -ENOMEM;
+	pm->streamed = s != NULL;
 	ipc_fill_info(&f->b.deliver, &pm->info);
 	if (len)
 		memcpy(pm->data, f->b.deliver.payload.p, len);
@@ -572,7 +574,8 @@ ipc_stream_keep(struct ipc_conn *c, struct ipc_stream *s,
 	else
 		c->pq_head = pm;
 	c->pq_tail = pm;
-	s->held++;
+	if (s != NULL)
+		s->held++;
 	ipc_stash_signal(c);
 	return 0;
 }
@@ -710,6 +713,9 @@ ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
 			return r;
 		if (r == 1)
 			continue;
+		/* Frames read with the reply are not seen on the
+		 * socket any more. */
+		ipc_stash_signal(c);
 		if (rep->type == WIRE_ERROR) {
 			if (aux_out != NULL)
 				*aux_out = rep->b.error.aux;
@@ -1195,7 +1201,8 @@ ipc_flush(struct ipc_conn *c)
 		return ipc_fail(-EBADF);
 	if (c->broken)
 		return ipc_fail(-ECONNRESET);
-	return (r = ipc_flush_pending(c, 1)) < 0 ? ipc_fail(r) : 0;
+	/* Acknowledgements go too: the application has those messages. */
+	return (r = ipc_write_frame(c, NULL)) < 0 ? ipc_fail(r) : 0;
 }
 
 int
@@ -1335,12 +1342,39 @@ ipc_give_kept(struct ipc_conn *c, const char *from, void *buf, size_t size,
 		c->pq_head = pm->next;
 	if (c->pq_tail == pm)
 		c->pq_tail = prev;
-	if ((s = ipc_stream_by_name(c, from)) != NULL && s->held > 0)
+	if ((s = ipc_stream_by_name(c, from)) != NULL && pm->streamed &&
+	    s->held > 0)
 		s->held--;
 	r = ipc_stream_took(c, s, pm->info.id);
 	free(pm);
 	ipc_stash_signal(c);
 	return r < 0 ? r : n;
+}
+
+/* A receive that does not wait found nothing streamed yet: ask the
+ * broker once (RECV, timeout 0), as without a stream, so that "nothing
+ * there" means the mailbox had nothing.  Whatever its stream brought
+ * meanwhile comes first. */
+static ssize_t
+ipc_recv_now(struct ipc_conn *c, const char *from, void *buf, size_t size,
+    void **buf_out, struct ipc_msg_info *info_out)
+{
+	struct wire_frame req = { .type = WIRE_RECV }, rep;
+	ssize_t n;
+	int r, found;
+
+	req.b.recv.timeout_ms = 0;
+	req.b.recv.max_len = c->max_payload;
+	req.b.recv.source = wire_str(from);
+	r = ipc_call(c, &req, &rep, NULL);
+	if (r == 0 && rep.type != WIRE_DELIVER)
+		r = -EPROTO;
+	if (r == 0 && (r = ipc_stream_keep(c, NULL, &rep)) < 0)
+		return r;
+	if (r < 0 && r != -EAGAIN)
+		return r;
+	n = ipc_give_kept(c, from, buf, size, buf_out, info_out, &found);
+	return found ? n : -EAGAIN;
 }
 
 /* Receive from mailbox from through its stream (opened on first use):
@@ -1370,7 +1404,8 @@ ipc_recv_stream(struct ipc_conn *c, const char *from, void *buf,
 	for (;;) {
 		if ((r = ipc_read_frame(c, &f, ipc_left(&t0, timeout_ms))) < 0)
 			return r == -ETIMEDOUT && timeout_ms == 0 ?
-			    -EAGAIN : r;
+			    ipc_recv_now(c, from, buf, size, buf_out,
+			    info_out) : r;
 		if (f.id != s->id ||
 		    (f.type != WIRE_DELIVER && f.type != WIRE_ERROR)) {
 			if ((r = ipc_unsolicited(c, &f, 0)) < 0)
@@ -1381,13 +1416,13 @@ ipc_recv_stream(struct ipc_conn *c, const char *from, void *buf,
 			ipc_stream_close(s);
 			return -wire_errno(f.b.error.code);
 		}
-		if (s->credit > 0)
-			s->credit--;
 		ipc_fill_info(&f.b.deliver, &info);
 		n = ipc_hand_over(&info, f.b.deliver.payload.p, buf, size,
 		    buf_out, info_out);
 		if (n == -EMSGSIZE)	/* kept for a larger buffer */
 			return ipc_stream_keep(c, s, &f) < 0 ? -ENOMEM : n;
+		if (s->credit > 0)
+			s->credit--;
 		if (n < 0)
 			return n;
 		if ((r = ipc_stream_took(c, s, info.id)) < 0)

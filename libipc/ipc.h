@@ -321,7 +321,8 @@ int ipc_recv_arm(struct ipc_conn *c, const char *from);
  * messages held ahead are this connection's: no other receiver gets
  * them, and if the connection closes before handing them over they go
  * back to the head of the mailbox, marked redelivered.  With several
- * receivers on one mailbox, messages go round them in turns.  n = 0
+ * receivers on one mailbox, new messages go round them in turns (a
+ * backlog goes first to whoever asks, up to its n).  n = 0
  * (the default) ends every stream: each receive asks for one message.
  * The library may then hold up to n messages per mailbox (n times the
  * largest message, in bytes).  Receives from direct queues never

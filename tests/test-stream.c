@@ -1,0 +1,1787 @@
+/*
+ * test-stream.c - receive streams (ipc_set_prefetch) and batched sends
+ * (ipc_send_more, ipc_flush) against a real ipcd, one private broker per
+ * test.
+ *
+ * How the tests know what the broker did without sleeping:
+ *   - A round trip on the receiving connection itself is a barrier for
+ *     its stream: the broker handles one connection's requests in order,
+ *     so whatever it pushed on the stream before is in the socket ahead
+ *     of the answer (and the library keeps it).  ipc_mbox_stat() on that
+ *     connection then gives the exact depth left in the mailbox.
+ *   - What other connections did is looked for with ipc_mbox_stat() or
+ *     ipc_clients() in a loop bounded by a deadline: one round trip per
+ *     look.
+ *   - Child processes report on pipes read with timeouts and are reaped
+ *     with bounded waits; threads make only timed calls, so their joins
+ *     are bounded, and no assertion runs while one may still be running
+ *     on data the test owns.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "testutil.h"
+#include "testbroker.h"
+
+/* The uid and gid a child takes to be "another user". */
+#define NOBODY		65534
+
+/* Volume runs: messages per producer. */
+#define VOL_ONE_N	200000u
+#define VOL_TWO_N	50000u
+#define VOL_PRODUCERS_MAX 2
+#define VOL_CONSUMERS_MAX 2
+
+/* The killed consumer: messages queued, messages it takes before it is
+ * killed, and its prefetch. */
+#define KILL_N		2000u
+#define KILL_TAKEN	100u
+#define KILL_PREFETCH	256u
+
+/* --- messages ------------------------------------------------------------ */
+
+/* Every payload the tests count: 16 bytes, with a check word so that a
+ * message handed out torn or from the wrong place is not taken for a
+ * good one. */
+struct seqmsg {
+	uint32_t producer;
+	uint32_t check;
+	uint64_t seq;
+};
+_Static_assert(sizeof(struct seqmsg) == 16, "16-byte messages");
+
+static uint32_t
+seq_check(uint32_t producer, uint64_t seq)
+{
+	return (uint32_t)(seq * 2654435761u) ^ (producer * 40503u) ^
+	    0x5eed5eedu;
+}
+
+static struct seqmsg
+seq_make(uint32_t producer, uint64_t seq)
+{
+	struct seqmsg m = { producer, seq_check(producer, seq), seq };
+
+	return m;
+}
+
+static int
+seq_valid(const struct seqmsg *m)
+{
+	return m->check == seq_check(m->producer, m->seq);
+}
+
+/* --- the fixture --------------------------------------------------------- */
+
+#define FIX_MAX 32
+
+/* What a test opens or starts, so that the teardown can undo it however
+ * far the test got: the broker, connections, child processes, threads
+ * and the memory those threads use. */
+struct fix {
+	struct broker b;
+	struct ipc_conn *conns[FIX_MAX];
+	int nconns;
+	pid_t kids[FIX_MAX];		/* 0 once reaped */
+	int nkids;
+	pthread_t threads[FIX_MAX];
+	int thread_live[FIX_MAX];
+	int nthreads;
+	void *mem[FIX_MAX];
+	int nmem;
+	int fds[FIX_MAX];		/* pipe ends to close */
+	int nfds;
+};
+
+static int
+fix_setup(void **state)
+{
+	struct fix *f = calloc(1, sizeof(*f));
+
+	if (f == NULL)
+		return -1;
+	f->b.proc.in = f->b.proc.out = f->b.proc.err = -1;
+	*state = f;
+	return 0;
+}
+
+/* Wait up to timeout_ms for child pid to exit (SIGKILL after), reap it
+ * and return its wait status.  A pidfd makes the exit an event; where
+ * there is none (old kernels), the watchdog bounds the wait. */
+static int
+child_reap(pid_t pid, int timeout_ms)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
+	pid_t r;
+
+	if (pfd >= 0) {
+		if (test_wait_readable(pfd, timeout_ms) != 1)
+			kill(pid, SIGKILL);
+		close(pfd);
+	}
+	do
+		r = waitpid(pid, &status, 0);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -1 : status;
+}
+
+/* Undo what the test left: children first (killed: a child never
+ * outlives its test), then the broker, whose going makes every call
+ * still blocked in a thread return, then the threads, connections and
+ * memory. */
+static int
+fix_teardown(void **state)
+{
+	struct fix *f = *state;
+
+	for (int i = 0; i < f->nkids; i++)
+		if (f->kids[i] > 0) {
+			kill(f->kids[i], SIGKILL);
+			child_reap(f->kids[i], TEST_WAIT_MS);
+		}
+	if (f->b.proc.pid > 0)
+		test_stop(&f->b.proc);
+	for (int i = 0; i < f->nthreads; i++)
+		if (f->thread_live[i])
+			pthread_join(f->threads[i], NULL);
+	for (int i = 0; i < f->nconns; i++)
+		ipc_close(f->conns[i]);
+	for (int i = 0; i < f->nmem; i++)
+		free(f->mem[i]);
+	for (int i = 0; i < f->nfds; i++)
+		close(f->fds[i]);
+	test_rmtree(f->b.dir);
+	free(f);
+	return 0;
+}
+
+static struct ipc_conn *
+fix_open(struct fix *f)
+{
+	struct ipc_conn *c = broker_open(&f->b);
+
+	assert_true(f->nconns < FIX_MAX);
+	f->conns[f->nconns++] = c;
+	return c;
+}
+
+/* Close c now (the test is about what closing does). */
+static void
+fix_close(struct fix *f, struct ipc_conn *c)
+{
+	for (int i = 0; i < f->nconns; i++)
+		if (f->conns[i] == c) {
+			f->conns[i] = f->conns[--f->nconns];
+			break;
+		}
+	assert_int_equal(ipc_close(c), 0);
+}
+
+/* Zeroed memory that lives until the teardown (threads may use it even
+ * when the test fails before it joins them). */
+static void *
+fix_alloc(struct fix *f, size_t size)
+{
+	void *p = calloc(1, size);
+
+	assert_non_null(p);
+	assert_true(f->nmem < FIX_MAX);
+	f->mem[f->nmem++] = p;
+	return p;
+}
+
+static void
+fix_pipe(struct fix *f, int p[2])
+{
+	assert_true(f->nfds + 2 <= FIX_MAX);
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	f->fds[f->nfds++] = p[0];
+	f->fds[f->nfds++] = p[1];
+}
+
+static int
+fix_thread(struct fix *f, void *(*fn)(void *), void *arg)
+{
+	assert_true(f->nthreads < FIX_MAX);
+	assert_int_equal(pthread_create(&f->threads[f->nthreads], NULL, fn,
+	    arg), 0);
+	f->thread_live[f->nthreads] = 1;
+	return f->nthreads++;
+}
+
+/* Join a thread whose calls are all timed: bounded. */
+static void
+fix_join(struct fix *f, int i)
+{
+	if (f->thread_live[i]) {
+		pthread_join(f->threads[i], NULL);
+		f->thread_live[i] = 0;
+	}
+}
+
+static pid_t
+fix_fork(struct fix *f)
+{
+	pid_t pid;
+
+	assert_true(f->nkids < FIX_MAX);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* The child must not outlive the test program, whatever
+		 * happens to it; and a child has no watchdog of its own. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+			_exit(120);
+		alarm(TEST_WAIT_MS / 1000 * 3);
+		return 0;
+	}
+	f->kids[f->nkids++] = pid;
+	return pid;
+}
+
+static int
+fix_reap(struct fix *f, pid_t pid)
+{
+	for (int i = 0; i < f->nkids; i++)
+		if (f->kids[i] == pid)
+			f->kids[i] = 0;
+	return child_reap(pid, TEST_WAIT_MS);
+}
+
+/* --- helpers ------------------------------------------------------------- */
+
+static void
+box_create(struct ipc_conn *c, const char *name, int64_t capacity, int mode)
+{
+	struct ipc_mbox_attr attr;
+
+	ipc_mbox_attr_init(&attr);
+	attr.capacity = capacity;
+	attr.mode = mode;
+	attr.exclusive = 1;
+	if (ipc_mbox_create(c, name, &attr, NULL) < 0)
+		fail_msg("create %s: %s", name, strerror(errno));
+}
+
+static struct ipc_mbox_info
+box_stat(struct ipc_conn *c, const char *box)
+{
+	struct ipc_mbox_info info;
+
+	if (ipc_mbox_stat(c, box, &info) < 0)
+		fail_msg("stat %s: %s", box, strerror(errno));
+	return info;
+}
+
+static uint32_t
+box_depth(struct ipc_conn *c, const char *box)
+{
+	return box_stat(c, box).depth;
+}
+
+enum box_field { DEPTH, RECEIVERS };
+
+/* Ask until the mailbox's depth (or parked receivers) is want; fail the
+ * test at the deadline.  For what another connection does, which no
+ * round trip of ours is ordered with. */
+static void
+box_wait(struct ipc_conn *c, const char *box, enum box_field what,
+    uint32_t want)
+{
+	long long deadline = test_now_ms() + TEST_WAIT_MS;
+	struct ipc_mbox_info info;
+	uint32_t v;
+
+	do {
+		info = box_stat(c, box);
+		v = what == DEPTH ? info.depth : info.waiting_receivers;
+		if (v == want)
+			return;
+	} while (test_now_ms() < deadline);
+	fail_msg("%s: %s stayed %u, expected %u", box,
+	    what == DEPTH ? "depth" : "waiting_receivers", v, want);
+}
+
+/* Like box_wait, for a depth other than the one it had. */
+static uint32_t
+box_wait_change(struct ipc_conn *c, const char *box, uint32_t from)
+{
+	long long deadline = test_now_ms() + TEST_WAIT_MS;
+	uint32_t v;
+
+	do
+		if ((v = box_depth(c, box)) != from)
+			return v;
+	while (test_now_ms() < deadline);
+	fail_msg("%s: depth stayed %u", box, from);
+	return v;
+}
+
+static void
+send_seq(struct ipc_conn *c, const char *box, uint32_t producer,
+    uint64_t seq)
+{
+	struct seqmsg m = seq_make(producer, seq);
+
+	if (ipc_send_timed(c, box, &m, sizeof(m), TEST_WAIT_MS, NULL) < 0)
+		fail_msg("send %s #%llu: %s", box, (unsigned long long)seq,
+		    strerror(errno));
+}
+
+static void
+send_more_id(struct ipc_conn *c, const char *box, uint64_t seq,
+    uint64_t *id_out)
+{
+	struct seqmsg m = seq_make(0, seq);
+
+	if (ipc_send_more(c, box, &m, sizeof(m), id_out) < 0)
+		fail_msg("send_more %s #%llu: %s", box,
+		    (unsigned long long)seq, strerror(errno));
+}
+
+static void
+send_more_seq(struct ipc_conn *c, const char *box, uint64_t seq)
+{
+	send_more_id(c, box, seq, NULL);
+}
+
+/* Receive one message of producer 0 and insist it is number seq. */
+static struct ipc_msg_info
+expect_seq(struct ipc_conn *c, const char *box, int timeout_ms,
+    uint64_t seq)
+{
+	struct ipc_msg_info info;
+	struct seqmsg m;
+	ssize_t r;
+
+	const char *name = box != NULL ? box : "the direct queue";
+
+	memset(&m, 0, sizeof(m));
+	r = ipc_recv_timed(c, box, &m, sizeof(m), timeout_ms, &info);
+	if (r < 0)
+		fail_msg("recv %s, expecting #%llu: %s", name,
+		    (unsigned long long)seq, strerror(errno));
+	if (r != (ssize_t)sizeof(m) || !seq_valid(&m) || m.producer != 0)
+		fail_msg("recv %s: %zd bytes, not a good message", name, r);
+	if (m.seq != seq)
+		fail_msg("recv %s: got #%llu, expected #%llu", name,
+		    (unsigned long long)m.seq, (unsigned long long)seq);
+	assert_int_equal(info.len, sizeof(m));
+	/* A direct queue's messages come from "pid:" the receiver. */
+	if (box != NULL && strncmp(box, "pid:", 4) != 0)
+		assert_string_equal(info.source, box);
+	return info;
+}
+
+/* Nothing is there for c now. */
+static void
+expect_empty(struct ipc_conn *c, const char *box)
+{
+	struct seqmsg m;
+
+	errno = 0;
+	if (ipc_recv_timed(c, box, &m, sizeof(m), 0, NULL) >= 0)
+		fail_msg("recv %s: got #%llu, expected nothing",
+		    box != NULL ? box : "the direct queue",
+		    (unsigned long long)m.seq);
+	assert_int_equal(errno, EAGAIN);
+}
+
+/* Read exactly n bytes, each wait bounded.  0, or -1 (timeout, EOF). */
+static int
+read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		ssize_t r;
+
+		if (test_wait_readable(fd, TEST_WAIT_MS) != 1)
+			return -1;
+		r = read(fd, (char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+static int
+write_full(int fd, const void *buf, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t r = write(fd, (const char *)buf + done, n - done);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+static void
+assert_exited(int status, int code)
+{
+	if (!WIFEXITED(status))
+		fail_msg("child did not exit: status 0x%x", status);
+	assert_int_equal(WEXITSTATUS(status), code);
+}
+
+/* What the broker says of process pid: its connections, and its direct
+ * queue's depth. */
+struct client_count {
+	pid_t pid;
+	int conns;
+	uint32_t queue_depth;
+};
+
+static int
+client_count_cb(const struct ipc_client_info *info, void *arg)
+{
+	struct client_count *cc = arg;
+
+	if (info->pid == cc->pid) {
+		cc->conns++;
+		cc->queue_depth = info->queue_depth;
+	}
+	return 0;
+}
+
+static struct client_count
+clients_of(struct ipc_conn *c, pid_t pid)
+{
+	struct client_count cc = { pid, 0, 0 };
+
+	if (ipc_clients(c, client_count_cb, &cc) < 0)
+		fail_msg("ipc_clients: %s", strerror(errno));
+	return cc;
+}
+
+/* Is there a way to dir for other users (every directory above it
+ * searchable by others)? */
+static int
+reachable_by_others(const char *dir)
+{
+	char path[PATH_MAX], *slash;
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s", dir);
+	while ((slash = strrchr(path, '/')) != NULL) {
+		if (slash == path)
+			slash[1] = '\0';
+		else
+			*slash = '\0';
+		if (stat(path, &st) < 0 || !(st.st_mode & S_IXOTH))
+			return 0;
+		if (slash == path)
+			break;
+	}
+	return 1;
+}
+
+/* === 1. the window ======================================================= */
+
+/* The broker pushes no more than the prefetch ahead, the library gives
+ * credit again once half of it is used, and a refused ipc_set_prefetch
+ * changes nothing. */
+static void
+test_prefetch_window_topped_up_at_half_and_limit_einval(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	struct ipc_msg_info info;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "win", -1, -1);
+	for (uint64_t i = 0; i < 20; i++)
+		send_seq(s, "win", 0, i);
+
+	errno = 0;
+	assert_int_equal(ipc_set_prefetch(NULL, 1), -1);
+	assert_int_equal(errno, EBADF);
+	assert_int_equal(ipc_set_prefetch(c, 8), 0);
+	errno = 0;
+	assert_int_equal(ipc_set_prefetch(c, 65537), -1);
+	assert_int_equal(errno, EINVAL);
+	errno = 0;
+	assert_int_equal(ipc_set_prefetch(c, UINT_MAX), -1);
+	assert_int_equal(errno, EINVAL);
+
+	/* The first receive opens the stream with the 8 still in force:
+	 * 8 leave the mailbox at once. */
+	info = expect_seq(c, "win", TEST_WAIT_MS, 0);
+	assert_int_equal(info.flags, 0);
+	assert_int_equal(info.pid, getpid());
+	assert_int_equal(info.uid, getuid());
+	assert_int_equal(box_depth(c, "win"), 12);
+	/* Credit out plus messages held is still over half: no more. */
+	expect_seq(c, "win", 0, 1);
+	expect_seq(c, "win", 0, 2);
+	assert_int_equal(box_depth(c, "win"), 12);
+	/* Down to half: credit for the 4 handed out. */
+	expect_seq(c, "win", 0, 3);
+	assert_int_equal(box_depth(c, "win"), 8);
+	for (uint64_t i = 4; i < 20; i++) {
+		uint32_t depth;
+
+		expect_seq(c, "win", TEST_WAIT_MS, i);
+		/* Never more than 8 ahead of the application. */
+		depth = box_depth(c, "win");
+		if (20 - depth - (i + 1) > 8)
+			fail_msg("after #%llu, %u delivered ahead",
+			    (unsigned long long)i,
+			    20 - depth - (unsigned)(i + 1));
+	}
+	expect_empty(c, "win");
+	assert_int_equal(box_depth(s, "win"), 0);
+
+	/* The most credit there is works as any other. */
+	assert_int_equal(ipc_set_prefetch(c, 65536), 0);
+	for (uint64_t i = 20; i < 23; i++)
+		send_seq(s, "win", 0, i);
+	for (uint64_t i = 20; i < 23; i++)
+		expect_seq(c, "win", TEST_WAIT_MS, i);
+	broker_stop(&f->b);
+}
+
+/* Prefetch 0 ends every stream with a round trip: after it the broker
+ * pushes nothing, and what had come ahead is still handed out, before
+ * what plain receives then ask for. */
+static void
+test_prefetch_zero_ends_streams_held_messages_still_handed_out(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "pz", -1, -1);
+	box_create(s, "pz2", -1, -1);
+	for (uint64_t i = 0; i < 10; i++)
+		send_seq(s, "pz", 0, i);
+	for (uint64_t i = 0; i < 3; i++)
+		send_seq(s, "pz2", 0, i);
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+	expect_seq(c, "pz", TEST_WAIT_MS, 0);
+	expect_seq(c, "pz2", TEST_WAIT_MS, 0);
+
+	assert_int_equal(ipc_set_prefetch(c, 0), 0);
+	/* The broker answered the ends: its state is final. */
+	assert_int_equal(box_depth(s, "pz"), 6);
+	assert_int_equal(box_depth(s, "pz2"), 0);
+	/* A stream still open would take these as they come. */
+	send_seq(s, "pz2", 0, 3);
+	send_seq(s, "pz2", 0, 4);
+	assert_int_equal(box_depth(s, "pz2"), 2);
+
+	expect_seq(c, "pz", 0, 1);
+	expect_seq(c, "pz", 0, 2);
+	expect_seq(c, "pz", 0, 3);
+	/* From here one receive takes one message. */
+	expect_seq(c, "pz", TEST_WAIT_MS, 4);
+	assert_int_equal(box_depth(s, "pz"), 5);
+	for (uint64_t i = 5; i < 10; i++)
+		expect_seq(c, "pz", TEST_WAIT_MS, i);
+	expect_empty(c, "pz");
+	/* Prefetch again: what the ended stream left comes first, then
+	 * the new stream's. */
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+	expect_seq(c, "pz2", 0, 1);
+	expect_seq(c, "pz2", 0, 2);
+	expect_seq(c, "pz2", TEST_WAIT_MS, 3);
+	assert_int_equal(box_depth(c, "pz2"), 0);
+	expect_seq(c, "pz2", 0, 4);
+	expect_empty(c, "pz2");
+	broker_stop(&f->b);
+}
+
+/* Receives from the direct queue, any sender or one, take one message
+ * each, prefetch or not. */
+static void
+test_direct_queue_receives_never_prefetch(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	char me[32], from_me[32];
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	assert_int_equal(ipc_set_prefetch(c, 16), 0);
+	snprintf(me, sizeof(me), "pid:%ld", (long)ipc_pid(c));
+	/* Both connections are this process's: s sends as "pid:" us. */
+	snprintf(from_me, sizeof(from_me), "pid:%ld", (long)ipc_pid(s));
+	for (uint64_t i = 0; i < 6; i++)
+		send_seq(s, me, 0, i);
+	assert_int_equal(clients_of(s, getpid()).queue_depth, 6);
+
+	assert_string_equal(expect_seq(c, NULL, TEST_WAIT_MS, 0).source, me);
+	assert_int_equal(clients_of(s, getpid()).queue_depth, 5);
+	expect_seq(c, from_me, TEST_WAIT_MS, 1);
+	assert_int_equal(clients_of(s, getpid()).queue_depth, 4);
+	expect_seq(c, NULL, TEST_WAIT_MS, 2);
+	expect_seq(c, from_me, TEST_WAIT_MS, 3);
+	assert_int_equal(clients_of(s, getpid()).queue_depth, 2);
+	expect_seq(c, NULL, TEST_WAIT_MS, 4);
+	expect_seq(c, NULL, TEST_WAIT_MS, 5);
+	expect_empty(c, NULL);
+	broker_stop(&f->b);
+}
+
+/* One connection receiving from many mailboxes, more than it keeps
+ * streams for: each mailbox's messages in their order, none lost while
+ * another mailbox's stream brings messages in between. */
+static void
+test_many_mailboxes_on_one_connection_each_keep_order(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	char box[20][16];
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	for (int i = 0; i < 20; i++) {
+		snprintf(box[i], sizeof(box[i]), "mm%02d", i);
+		box_create(s, box[i], -1, -1);
+		for (uint64_t j = 0; j < 5; j++)
+			send_seq(s, box[i], 0, 100u * (unsigned)i + j);
+	}
+	assert_int_equal(ipc_set_prefetch(c, 2), 0);
+	for (uint64_t j = 0; j < 5; j++)
+		for (int i = 0; i < 20; i++)
+			expect_seq(c, box[i], TEST_WAIT_MS,
+			    100u * (unsigned)i + j);
+	for (int i = 0; i < 20; i++) {
+		expect_empty(c, box[i]);
+		assert_int_equal(box_depth(c, box[i]), 0);
+	}
+	broker_stop(&f->b);
+}
+
+/* === 2. redelivery ======================================================= */
+
+/* Messages pushed ahead and not handed out go back to the head of the
+ * mailbox when the connection closes, flagged and in their order; the
+ * ones handed out are acknowledged, at the latest by the close, and do
+ * not come back. */
+static void
+test_close_returns_prefetched_to_head_redelivered_in_order(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s, *r;
+	struct ipc_msg_info info;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "back", -1, -1);
+	for (uint64_t i = 0; i < 12; i++)
+		send_seq(s, "back", 0, i);
+	assert_int_equal(ipc_set_prefetch(c, 8), 0);
+	expect_seq(c, "back", TEST_WAIT_MS, 0);
+	expect_seq(c, "back", TEST_WAIT_MS, 1);
+	assert_int_equal(box_depth(c, "back"), 4);
+	/* Handed out with no request after it: only the close can say
+	 * so to the broker. */
+	expect_seq(c, "back", 0, 2);
+	/* Queued behind, while c holds 3..7. */
+	send_seq(s, "back", 0, 12);
+	assert_int_equal(box_depth(s, "back"), 5);
+
+	fix_close(f, c);
+	/* The broker requeues all that c held in one go. */
+	assert_int_equal(box_wait_change(s, "back", 5), 10);
+
+	r = fix_open(f);
+	assert_int_equal(ipc_set_prefetch(r, 4), 0);
+	for (uint64_t i = 3; i < 8; i++) {
+		info = expect_seq(r, "back", TEST_WAIT_MS, i);
+		if (!(info.flags & IPC_MSG_REDELIVERED))
+			fail_msg("#%llu came back without REDELIVERED",
+			    (unsigned long long)i);
+	}
+	for (uint64_t i = 8; i < 13; i++) {
+		info = expect_seq(r, "back", TEST_WAIT_MS, i);
+		if (info.flags & IPC_MSG_REDELIVERED)
+			fail_msg("#%llu was never delivered, yet REDELIVERED",
+			    (unsigned long long)i);
+	}
+	expect_empty(r, "back");
+	broker_stop(&f->b);
+}
+
+/* A connection streaming from more mailboxes than a handful closes while
+ * another waits on each of them: every waiting receiver gets the
+ * messages that come back oldest first, as if they had all been put
+ * back before anyone was served. */
+static void
+test_close_with_receivers_waiting_on_many_mailboxes_keeps_order(
+    void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s, *r;
+	struct ipc_msg_info info;
+	char box[12][16];
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	r = fix_open(f);
+	for (int i = 0; i < 12; i++) {
+		snprintf(box[i], sizeof(box[i]), "wb%02d", i);
+		box_create(s, box[i], -1, -1);
+		for (uint64_t j = 0; j < 4; j++)
+			send_seq(s, box[i], 0, 100u * (unsigned)i + j);
+	}
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+	assert_int_equal(ipc_set_prefetch(r, 4), 0);
+	/* c takes the first of each and holds the other three. */
+	for (int i = 0; i < 12; i++)
+		expect_seq(c, box[i], TEST_WAIT_MS, 100u * (unsigned)i);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(box_depth(c, box[i]), 0);
+	/* r waits on each, its streams in line behind c's. */
+	for (int i = 0; i < 12; i++)
+		expect_empty(r, box[i]);
+	for (int i = 0; i < 12; i++)
+		assert_int_equal(box_stat(r, box[i]).waiting_receivers, 2);
+
+	fix_close(f, c);
+	for (int i = 0; i < 12; i++)
+		for (uint64_t j = 1; j < 4; j++) {
+			info = expect_seq(r, box[i], TEST_WAIT_MS,
+			    100u * (unsigned)i + j);
+			if (!(info.flags & IPC_MSG_REDELIVERED))
+				fail_msg("%s #%llu came back without "
+				    "REDELIVERED", box[i],
+				    (unsigned long long)j);
+		}
+	for (int i = 0; i < 12; i++) {
+		expect_empty(r, box[i]);
+		assert_int_equal(box_depth(r, box[i]), 0);
+	}
+	broker_stop(&f->b);
+}
+
+/* A consumer process killed with SIGKILL while it holds prefetched
+ * messages: a second consumer gets every message the first did not
+ * acknowledge, the ones that come back first, flagged, in their order;
+ * none is lost. */
+static void
+test_killed_consumer_prefetched_messages_go_to_next_consumer(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r;
+	uint64_t kid_got[KILL_TAKEN];
+	uint8_t *by_kid, *by_r;
+	int rep[2], hold[2], status;
+	uint32_t depth, held, distinct = KILL_TAKEN, redelivered = 0;
+	uint64_t last = 0, nr = 0;
+	int seen_fresh = 0;
+	pid_t kid;
+	char why[200] = "";
+
+	broker_start(&f->b, NULL);
+	s = fix_open(f);
+	box_create(s, "kill", KILL_N, -1);
+	for (uint64_t i = 0; i < KILL_N; i++) {
+		struct seqmsg m = seq_make(0, i);
+
+		assert_int_equal(ipc_send_more(s, "kill", &m, sizeof(m),
+		    NULL), 0);
+	}
+	assert_int_equal(ipc_flush(s), 0);
+	box_wait(s, "kill", DEPTH, KILL_N);
+
+	fix_pipe(f, rep);
+	fix_pipe(f, hold);
+	kid = fix_fork(f);
+	if (kid == 0) {
+		struct ipc_conn *k;
+		uint64_t got[KILL_TAKEN];
+
+		/* Its end of hold is only for the parent to keep. */
+		close(hold[1]);
+		if ((k = ipc_open(f->b.where)) == NULL)
+			_exit(10);
+		if (ipc_set_prefetch(k, KILL_PREFETCH) < 0)
+			_exit(11);
+		for (unsigned i = 0; i < KILL_TAKEN; i++) {
+			struct seqmsg m;
+
+			if (ipc_recv_timed(k, "kill", &m, sizeof(m),
+			    TEST_WAIT_MS, NULL) != (ssize_t)sizeof(m) ||
+			    !seq_valid(&m))
+				_exit(12);
+			got[i] = m.seq;
+		}
+		if (write_full(rep[1], got, sizeof(got)) < 0)
+			_exit(13);
+		/* Hold on to the rest until killed; EOF on hold (the
+		 * test program went) or the time out ends it anyway. */
+		test_wait_readable(hold[0], TEST_WAIT_MS);
+		_exit(14);
+	}
+	if (read_full(rep[0], kid_got, sizeof(kid_got)) < 0) {
+		status = fix_reap(f, kid);
+		fail_msg("the consumer reported nothing (status 0x%x)",
+		    status);
+	}
+	for (unsigned i = 0; i < KILL_TAKEN; i++)
+		assert_int_equal(kid_got[i], i);
+	/* It took its messages from a stream: the broker gave it more than
+	 * it handed out, which it holds now. */
+	depth = box_depth(s, "kill");
+	assert_true(depth < KILL_N - KILL_TAKEN);
+	held = KILL_N - KILL_TAKEN - depth;
+	assert_true(held <= KILL_PREFETCH);
+
+	assert_int_equal(kill(kid, SIGKILL), 0);
+	status = fix_reap(f, kid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+	/* Its messages are back once the broker has dropped it. */
+	{
+		long long deadline = test_now_ms() + TEST_WAIT_MS;
+
+		while (clients_of(s, kid).conns > 0)
+			if (test_now_ms() > deadline)
+				fail_msg("the broker still lists the killed "
+				    "consumer");
+	}
+
+	by_kid = fix_alloc(f, KILL_N);
+	by_r = fix_alloc(f, KILL_N);
+	for (unsigned i = 0; i < KILL_TAKEN; i++)
+		by_kid[kid_got[i]] = 1;
+	r = fix_open(f);
+	assert_int_equal(ipc_set_prefetch(r, 64), 0);
+	/* Until every number was seen by one of them (the redelivered
+	 * ones it had handed out come first, so none is left behind). */
+	while (distinct < KILL_N) {
+		struct ipc_msg_info info;
+		struct seqmsg m;
+		ssize_t n = ipc_recv_timed(r, "kill", &m, sizeof(m),
+		    TEST_WAIT_MS, &info);
+
+		if (n != (ssize_t)sizeof(m) || !seq_valid(&m) ||
+		    m.seq >= KILL_N) {
+			snprintf(why, sizeof(why), "recv after %u distinct: "
+			    "%s", distinct, n < 0 ? strerror(errno) :
+			    "not a good message");
+			break;
+		}
+		if (by_r[m.seq]++) {
+			snprintf(why, sizeof(why), "#%llu twice",
+			    (unsigned long long)m.seq);
+			break;
+		}
+		if (nr++ > 0 && m.seq <= last) {
+			snprintf(why, sizeof(why), "#%llu after #%llu",
+			    (unsigned long long)m.seq,
+			    (unsigned long long)last);
+			break;
+		}
+		last = m.seq;
+		if (info.flags & IPC_MSG_REDELIVERED) {
+			/* Put back at the head: all before the rest. */
+			if (seen_fresh) {
+				snprintf(why, sizeof(why), "redelivered #%llu "
+				    "after fresh ones",
+				    (unsigned long long)m.seq);
+				break;
+			}
+			redelivered++;
+		} else {
+			seen_fresh = 1;
+			if (by_kid[m.seq]) {
+				snprintf(why, sizeof(why), "#%llu handed to "
+				    "both, not flagged",
+				    (unsigned long long)m.seq);
+				break;
+			}
+		}
+		if (!by_kid[m.seq])
+			distinct++;
+	}
+	if (why[0] != '\0')
+		fail_msg("%s", why);
+	print_message("killed consumer: %u handed out, %u held, %u "
+	    "redelivered\n", KILL_TAKEN, held, redelivered);
+	assert_int_equal(distinct, KILL_N);
+	/* At least what it held, at most what the broker had given it. */
+	assert_true(redelivered >= held);
+	assert_true(redelivered <= held + KILL_TAKEN);
+	expect_empty(r, "kill");
+	assert_int_equal(box_depth(r, "kill"), 0);
+	broker_stop(&f->b);
+}
+
+/* === 3. several receivers ================================================ */
+
+struct plain_recv {
+	struct ipc_conn *c;
+	const char *box;
+	ssize_t r;
+	int err;
+	struct seqmsg m;
+};
+
+static void *
+plain_recv_main(void *arg)
+{
+	struct plain_recv *p = arg;
+
+	errno = 0;
+	p->r = ipc_recv_timed(p->c, p->box, &p->m, sizeof(p->m),
+	    TEST_WAIT_MS, NULL);
+	p->err = errno;
+	return NULL;
+}
+
+/* Streams on one mailbox take turns, one message each; a plain receiver
+ * in the line gets its turn too, though a stream with credit could take
+ * everything. */
+static void
+test_stream_receivers_and_plain_receiver_take_turns(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *a, *b, *s;
+	struct plain_recv *p;
+	int t;
+
+	broker_start(&f->b, NULL);
+	a = fix_open(f);
+	b = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "turns", -1, -1);
+	box_create(s, "turns2", -1, -1);
+	assert_int_equal(ipc_set_prefetch(a, 8), 0);
+	assert_int_equal(ipc_set_prefetch(b, 8), 0);
+	/* Opening the streams: a first in line, then b. */
+	expect_empty(a, "turns");
+	box_wait(s, "turns", RECEIVERS, 1);
+	expect_empty(b, "turns");
+	box_wait(s, "turns", RECEIVERS, 2);
+	for (uint64_t i = 0; i < 8; i++)
+		send_seq(s, "turns", 0, i);
+	assert_int_equal(box_depth(a, "turns"), 0);
+	assert_int_equal(box_depth(b, "turns"), 0);
+	for (uint64_t i = 0; i < 8; i += 2)
+		expect_seq(a, "turns", 0, i);
+	expect_empty(a, "turns");
+	for (uint64_t i = 1; i < 8; i += 2)
+		expect_seq(b, "turns", 0, i);
+	expect_empty(b, "turns");
+
+	/* A stream first in line, then a plain receive. */
+	expect_empty(a, "turns2");
+	box_wait(s, "turns2", RECEIVERS, 1);
+	p = fix_alloc(f, sizeof(*p));
+	p->c = fix_open(f);
+	p->box = "turns2";
+	t = fix_thread(f, plain_recv_main, p);
+	box_wait(s, "turns2", RECEIVERS, 2);
+	send_seq(s, "turns2", 0, 0);
+	send_seq(s, "turns2", 0, 1);
+	fix_join(f, t);
+	if (p->r < 0)
+		fail_msg("plain receive: %s", strerror(p->err));
+	assert_int_equal(p->r, sizeof(p->m));
+	assert_true(seq_valid(&p->m));
+	assert_int_equal(p->m.seq, 1);
+	assert_int_equal(box_depth(a, "turns2"), 0);
+	expect_seq(a, "turns2", 0, 0);
+	expect_empty(a, "turns2");
+	/* Alone in line, the stream takes all. */
+	send_seq(s, "turns2", 0, 2);
+	send_seq(s, "turns2", 0, 3);
+	assert_int_equal(box_depth(s, "turns2"), 0);
+	expect_seq(a, "turns2", TEST_WAIT_MS, 2);
+	expect_seq(a, "turns2", TEST_WAIT_MS, 3);
+	broker_stop(&f->b);
+}
+
+/* === 4. receiving from a stream ========================================= */
+
+/* A message larger than the buffer: EMSGSIZE with the size it needs,
+ * again until a buffer is large enough, and the messages after it wait
+ * their turn; the library still holds no more than the prefetch. */
+static void
+test_message_over_buffer_is_emsgsize_and_kept_in_order(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	struct ipc_msg_info info;
+	uint8_t big[1000], out[2000];
+	uint32_t depth;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "big", -1, -1);
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (uint8_t)(i * 7 + 1);
+	/* #0, the big one, then #2..#10: 11 messages. */
+	send_seq(s, "big", 0, 0);
+	assert_int_equal(ipc_send(s, "big", big, sizeof(big)), 0);
+	for (uint64_t i = 2; i < 11; i++)
+		send_seq(s, "big", 0, i);
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+
+	expect_seq(c, "big", TEST_WAIT_MS, 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&info, 0, sizeof(info));
+		errno = 0;
+		assert_int_equal(ipc_recv_timed(c, "big", out, 64,
+		    TEST_WAIT_MS, &info), -1);
+		assert_int_equal(errno, EMSGSIZE);
+		assert_int_equal(info.len, sizeof(big));
+	}
+	memset(out, 0, sizeof(out));
+	assert_int_equal(ipc_recv_timed(c, "big", out, sizeof(out),
+	    TEST_WAIT_MS, &info), sizeof(big));
+	assert_memory_equal(out, big, sizeof(big));
+	assert_int_equal(info.len, sizeof(big));
+	assert_string_equal(info.source, "big");
+	/* Two handed out; the library may hold at most 4 more. */
+	depth = box_depth(c, "big");
+	if (11 - depth - 2 > 4)
+		fail_msg("%u messages delivered ahead with prefetch 4",
+		    11 - depth - 2);
+	for (uint64_t i = 2; i < 11; i++)
+		expect_seq(c, "big", TEST_WAIT_MS, i);
+	expect_empty(c, "big");
+	broker_stop(&f->b);
+}
+
+/* A timed receive on a stream gives up (EAGAIN at once, ETIMEDOUT after
+ * its time) and the stream stays open: what comes later arrives, pushed
+ * as it is sent. */
+static void
+test_timed_recv_on_stream_times_out_and_stream_stays(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	struct seqmsg m;
+	long long t0, spent;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "timed", -1, -1);
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+	expect_empty(c, "timed");
+	t0 = test_now_ms();
+	errno = 0;
+	assert_int_equal(ipc_recv_timed(c, "timed", &m, sizeof(m), 150, NULL),
+	    -1);
+	spent = test_now_ms() - t0;
+	assert_int_equal(errno, ETIMEDOUT);
+	assert_true(spent >= 140);
+	assert_true(spent < TEST_WAIT_MS);
+	assert_int_equal(box_stat(c, "timed").waiting_receivers, 1);
+	send_seq(s, "timed", 0, 0);
+	/* Taken by the stream on arrival, not left for a later ask. */
+	assert_int_equal(box_depth(s, "timed"), 0);
+	expect_seq(c, "timed", TEST_WAIT_MS, 0);
+	send_seq(s, "timed", 0, 1);
+	send_seq(s, "timed", 0, 2);
+	assert_int_equal(box_depth(s, "timed"), 0);
+	expect_seq(c, "timed", TEST_WAIT_MS, 1);
+	expect_seq(c, "timed", TEST_WAIT_MS, 2);
+	expect_empty(c, "timed");
+	broker_stop(&f->b);
+}
+
+/* ipc_fd() is readable while the library holds messages not handed out
+ * yet, though the socket is drained, and not once they are all out. */
+static void
+test_fd_readable_while_prefetched_messages_held(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	int fd;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "fd", -1, -1);
+	assert_int_equal(ipc_set_prefetch(c, 64), 0);
+	fd = ipc_fd(c);
+	assert_true(fd >= 0);
+	assert_int_equal(ipc_fd(c), fd);
+	for (uint64_t i = 0; i < 10; i++)
+		send_seq(s, "fd", 0, i);
+	assert_int_equal(test_wait_readable(fd, 0), 0);
+
+	/* The stream brings all 10 in one go; the first read takes them
+	 * off the socket. */
+	expect_seq(c, "fd", TEST_WAIT_MS, 0);
+	assert_int_equal(test_wait_readable(fd, 0), 1);
+	for (uint64_t i = 1; i < 10; i++) {
+		expect_seq(c, "fd", 0, i);
+		if (i < 9 && test_wait_readable(fd, 0) != 1)
+			fail_msg("ipc_fd not readable with %llu held",
+			    (unsigned long long)(9 - i));
+	}
+	assert_int_equal(test_wait_readable(fd, 0), 0);
+
+	/* One that comes later wakes it. */
+	send_seq(s, "fd", 0, 10);
+	assert_int_equal(test_wait_readable(fd, TEST_WAIT_MS), 1);
+	expect_seq(c, "fd", 0, 10);
+	assert_int_equal(test_wait_readable(fd, 0), 0);
+
+	/* Read past by another call (kept on the side): readable too. */
+	for (uint64_t i = 11; i < 16; i++)
+		send_seq(s, "fd", 0, i);
+	assert_int_equal(box_depth(c, "fd"), 0);
+	for (uint64_t i = 11; i < 16; i++) {
+		if (test_wait_readable(fd, 0) != 1)
+			fail_msg("ipc_fd not readable with #%llu held",
+			    (unsigned long long)i);
+		expect_seq(c, "fd", 0, i);
+	}
+	assert_int_equal(test_wait_readable(fd, 0), 0);
+	broker_stop(&f->b);
+}
+
+/* Deleting the mailbox ends the stream: the receive waiting on it gets
+ * ENOENT, so does the next, and a new mailbox of that name streams
+ * again. */
+static void
+test_delete_mailbox_ends_stream_with_enoent(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *c, *s;
+	struct seqmsg m;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "del", -1, -1);
+	assert_int_equal(ipc_set_prefetch(c, 4), 0);
+	expect_empty(c, "del");
+	box_wait(s, "del", RECEIVERS, 1);
+	assert_int_equal(ipc_mbox_delete(s, "del"), 0);
+	errno = 0;
+	assert_int_equal(ipc_recv_timed(c, "del", &m, sizeof(m), TEST_WAIT_MS,
+	    NULL), -1);
+	assert_int_equal(errno, ENOENT);
+	errno = 0;
+	assert_int_equal(ipc_recv_timed(c, "del", &m, sizeof(m), TEST_WAIT_MS,
+	    NULL), -1);
+	assert_int_equal(errno, ENOENT);
+
+	box_create(s, "del", -1, -1);
+	send_seq(s, "del", 0, 0);
+	send_seq(s, "del", 0, 1);
+	expect_seq(c, "del", TEST_WAIT_MS, 0);
+	assert_int_equal(box_depth(c, "del"), 0);
+	expect_seq(c, "del", 0, 1);
+	broker_stop(&f->b);
+}
+
+/* What a child of another user saw. */
+struct perm_rep {
+	ssize_t r[4];
+	int err[4];
+	struct seqmsg m;
+};
+
+/* A stream needs the mailbox's read permission like any receive: another
+ * user gets EACCES from a mailbox it may not read (or may only write),
+ * takes nothing from it, and receives where it may. */
+static void
+test_stream_without_read_permission_is_eacces(void **state)
+{
+	struct fix *f = *state;
+	static const char *const boxes[4] = { "closed", "wo", "open",
+	    "closed" };
+	struct ipc_conn *c;
+	struct perm_rep rep;
+	int p[2], status;
+	pid_t kid;
+
+	if (geteuid() != 0) {
+		print_message("not root: cannot act as another user; "
+		    "skipped\n");
+		skip();
+	}
+	broker_start(&f->b, NULL);
+	if (!reachable_by_others(f->b.dir)) {
+		print_message("a directory above %s is closed to other users;"
+		    " skipped\n", f->b.dir);
+		broker_stop(&f->b);
+		skip();
+	}
+	/* mkdtemp made the directory 0700, ipcd the socket with our
+	 * umask: let nobody reach it. */
+	assert_int_equal(chmod(f->b.dir, 0755), 0);
+	assert_int_equal(chmod(f->b.path, 0777), 0);
+	c = fix_open(f);
+	box_create(c, "closed", -1, 0600);
+	box_create(c, "wo", -1, 0622);
+	box_create(c, "open", -1, 0644);
+	send_seq(c, "closed", 0, 0);
+	send_seq(c, "wo", 0, 0);
+	send_seq(c, "open", 0, 7);
+
+	fix_pipe(f, p);
+	kid = fix_fork(f);
+	if (kid == 0) {
+		struct ipc_conn *k;
+		struct perm_rep out;
+
+		memset(&out, 0, sizeof(out));
+		if (setgroups(0, NULL) < 0 || setgid(NOBODY) < 0 ||
+		    setuid(NOBODY) < 0)
+			_exit(10);
+		if ((k = ipc_open(f->b.where)) == NULL)
+			_exit(11);
+		if (ipc_set_prefetch(k, 8) < 0)
+			_exit(12);
+		for (int i = 0; i < 4; i++) {
+			struct seqmsg m;
+
+			errno = 0;
+			out.r[i] = ipc_recv_timed(k, boxes[i], &m, sizeof(m),
+			    TEST_WAIT_MS, NULL);
+			out.err[i] = errno;
+			if (out.r[i] == (ssize_t)sizeof(m))
+				out.m = m;
+		}
+		ipc_close(k);
+		_exit(write_full(p[1], &out, sizeof(out)) < 0 ? 13 : 0);
+	}
+	if (read_full(p[0], &rep, sizeof(rep)) < 0) {
+		status = fix_reap(f, kid);
+		fail_msg("the child reported nothing (status 0x%x)", status);
+	}
+	assert_exited(fix_reap(f, kid), 0);
+	for (int i = 0; i < 4; i++) {
+		if (i == 2)
+			continue;
+		if (rep.r[i] != -1 || rep.err[i] != EACCES)
+			fail_msg("receive %d from %s as nobody: %zd (%s), "
+			    "expected EACCES", i, boxes[i], rep.r[i],
+			    strerror(rep.err[i]));
+	}
+	if (rep.r[2] != (ssize_t)sizeof(rep.m))
+		fail_msg("receive from open as nobody: %zd (%s)", rep.r[2],
+		    strerror(rep.err[2]));
+	assert_true(seq_valid(&rep.m));
+	assert_int_equal(rep.m.seq, 7);
+	assert_int_equal(box_depth(c, "closed"), 1);
+	assert_int_equal(box_depth(c, "wo"), 1);
+	assert_int_equal(box_depth(c, "open"), 0);
+	broker_stop(&f->b);
+}
+
+/* === 5. batched sends ==================================================== */
+
+/* ipc_send_more keeps small messages in the library until ipc_flush, and
+ * writes by itself once 32 KiB are batched, the rest waiting for the
+ * flush; a batched message the broker refuses is reported with its send
+ * id. */
+static void
+test_send_more_waits_for_flush_or_32k(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *a, *s;
+	struct ipc_send_failure fl;
+	uint64_t ids[3];
+	uint8_t kb[1024], out[1024];
+	uint32_t depth;
+
+	broker_start(&f->b, NULL);
+	a = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "bm", -1, -1);
+	for (uint64_t i = 0; i < 3; i++) {
+		struct seqmsg m = seq_make(0, i);
+
+		ids[i] = 0;
+		assert_int_equal(ipc_send_more(a, "bm", &m, sizeof(m),
+		    &ids[i]), 0);
+	}
+	assert_true(ids[0] != 0 && ids[1] != 0 && ids[2] != 0);
+	assert_true(ids[0] != ids[1] && ids[1] != ids[2] &&
+	    ids[0] != ids[2]);
+	/* Two looks: bytes the library had written would be there. */
+	assert_int_equal(box_depth(s, "bm"), 0);
+	assert_int_equal(box_depth(s, "bm"), 0);
+	assert_int_equal(ipc_flush(a), 0);
+	box_wait(s, "bm", DEPTH, 3);
+	for (uint64_t i = 0; i < 3; i++)
+		expect_seq(s, "bm", TEST_WAIT_MS, i);
+	assert_int_equal(ipc_flush(a), 0);	/* nothing left: harmless */
+
+	/* 40 of 1 KiB: at 32 KiB they leave; the last few stay. */
+	for (int i = 0; i < 40; i++) {
+		memset(kb, i, sizeof(kb));
+		assert_int_equal(ipc_send_more(a, "bm", kb, sizeof(kb), NULL),
+		    0);
+	}
+	{
+		long long deadline = test_now_ms() + TEST_WAIT_MS;
+
+		while ((depth = box_depth(s, "bm")) < 31)
+			if (test_now_ms() > deadline)
+				fail_msg("32 KiB batched and not written: "
+				    "depth %u", depth);
+	}
+	for (int i = 0; i < 3; i++) {
+		depth = box_depth(s, "bm");
+		if (depth < 31 || depth > 33)
+			fail_msg("depth %u before the flush", depth);
+	}
+	assert_int_equal(ipc_flush(a), 0);
+	box_wait(s, "bm", DEPTH, 40);
+	for (int i = 0; i < 40; i++) {
+		assert_int_equal(ipc_recv_timed(s, "bm", out, sizeof(out),
+		    TEST_WAIT_MS, NULL), sizeof(out));
+		memset(kb, i, sizeof(kb));
+		assert_memory_equal(out, kb, sizeof(kb));
+	}
+
+	/* Room for one: the broker refuses the second rather than wait. */
+	box_create(s, "tiny", 1, -1);
+	send_more_id(a, "tiny", 0, &ids[0]);
+	send_more_id(a, "tiny", 1, &ids[1]);
+	assert_int_equal(ipc_flush(a), 0);
+	/* Its refusal comes before the answer to a later request. */
+	assert_int_equal(box_depth(a, "tiny"), 1);
+	memset(&fl, 0, sizeof(fl));
+	assert_int_equal(ipc_send_failure(a, &fl), 0);
+	assert_int_equal(fl.send_id, ids[1]);
+	assert_int_equal(fl.error, EAGAIN);
+	errno = 0;
+	assert_int_equal(ipc_send_failure(a, &fl), -1);
+	assert_int_equal(errno, EAGAIN);
+	expect_seq(s, "tiny", TEST_WAIT_MS, 0);
+	broker_stop(&f->b);
+}
+
+/* Batched, async and blocking sends on one connection keep their order,
+ * a blocking send writes what was batched before it, and ipc_close
+ * writes what is still batched. */
+static void
+test_send_more_keeps_order_with_other_sends_and_close_flushes(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *a, *s;
+	struct seqmsg m;
+
+	broker_start(&f->b, NULL);
+	a = fix_open(f);
+	s = fix_open(f);
+	box_create(s, "ord", -1, -1);
+	send_more_seq(a, "ord", 0);
+	send_more_seq(a, "ord", 1);
+	send_seq(a, "ord", 0, 2);
+	send_more_seq(a, "ord", 3);
+	m = seq_make(0, 4);
+	assert_int_equal(ipc_send_async(a, "ord", &m, sizeof(m), NULL), 0);
+	send_more_seq(a, "ord", 5);
+	send_seq(a, "ord", 0, 6);
+	send_more_seq(a, "ord", 7);
+	send_more_seq(a, "ord", 8);
+	/* The blocking send was answered after all before it. */
+	assert_int_equal(box_depth(s, "ord"), 7);
+	assert_int_equal(box_depth(s, "ord"), 7);
+	fix_close(f, a);
+	box_wait(s, "ord", DEPTH, 9);
+	assert_int_equal(ipc_set_prefetch(s, 4), 0);
+	for (uint64_t i = 0; i < 9; i++)
+		expect_seq(s, "ord", TEST_WAIT_MS, i);
+	expect_empty(s, "ord");
+
+	/* A receive writes what is batched before it waits: here the
+	 * receiver waits for its own batched messages. */
+	send_more_seq(s, "ord", 9);
+	send_more_seq(s, "ord", 10);
+	expect_seq(s, "ord", TEST_WAIT_MS, 9);
+	expect_seq(s, "ord", TEST_WAIT_MS, 10);
+	assert_int_equal(ipc_set_prefetch(s, 0), 0);
+	send_more_seq(s, "ord", 11);
+	expect_seq(s, "ord", TEST_WAIT_MS, 11);
+	broker_stop(&f->b);
+}
+
+/* === 6. volume =========================================================== */
+
+struct vol_run;
+
+struct vol_producer {
+	struct vol_run *run;
+	struct ipc_conn *c;
+	uint32_t id;
+	uint64_t fallbacks;		/* EAGAIN, sent blocking instead */
+	char why[160];
+};
+
+struct vol_consumer {
+	struct vol_run *run;
+	struct ipc_conn *c;
+	uint8_t *seen;			/* [producer * n + seq] */
+	uint64_t next[VOL_PRODUCERS_MAX];
+	uint64_t count, disorder, redelivered;
+	char why[160];
+};
+
+struct vol_run {
+	const char *box;
+	uint32_t producers, consumers;
+	uint64_t n;			/* per producer */
+	unsigned prefetch;
+	atomic_uint_fast64_t total;	/* handed to any consumer */
+	int done[2];			/* a byte once total is all */
+	struct vol_producer prod[VOL_PRODUCERS_MAX];
+	struct vol_consumer cons[VOL_CONSUMERS_MAX];
+};
+
+static void *
+vol_produce(void *arg)
+{
+	struct vol_producer *p = arg;
+	struct vol_run *run = p->run;
+
+	for (uint64_t i = 0; i < run->n; i++) {
+		struct seqmsg m = seq_make(p->id, i);
+		int r = ipc_send_more(p->c, run->box, &m, sizeof(m), NULL);
+
+		if (r < 0 && errno == EAGAIN) {
+			/* The library's buffer is full: wait for room. */
+			p->fallbacks++;
+			r = ipc_send_timed(p->c, run->box, &m, sizeof(m),
+			    TEST_WAIT_MS, NULL);
+		}
+		if (r < 0) {
+			snprintf(p->why, sizeof(p->why), "send #%llu: %s",
+			    (unsigned long long)i, strerror(errno));
+			return NULL;
+		}
+	}
+	if (ipc_flush(p->c) < 0)
+		snprintf(p->why, sizeof(p->why), "flush: %s",
+		    strerror(errno));
+	return NULL;
+}
+
+/* Take what the stream has whenever ipc_fd() says so, until every
+ * message of the run was handed to one consumer or another. */
+static void *
+vol_consume(void *arg)
+{
+	struct vol_consumer *k = arg;
+	struct vol_run *run = k->run;
+	uint64_t all = run->n * run->producers;
+	int fd;
+
+	if (ipc_set_prefetch(k->c, run->prefetch) < 0 ||
+	    (fd = ipc_fd(k->c)) < 0) {
+		snprintf(k->why, sizeof(k->why), "setup: %s",
+		    strerror(errno));
+		return NULL;
+	}
+	for (;;) {
+		struct pollfd pf[2] = {
+			{ .fd = fd, .events = POLLIN },
+			{ .fd = run->done[0], .events = POLLIN },
+		};
+		int r;
+
+		/* The first pass opens the stream. */
+		for (;;) {
+			struct ipc_msg_info info;
+			struct seqmsg m;
+			ssize_t n = ipc_recv_timed(k->c, run->box, &m,
+			    sizeof(m), 0, &info);
+
+			if (n < 0 && errno == EAGAIN)
+				break;
+			if (n != (ssize_t)sizeof(m) || !seq_valid(&m) ||
+			    m.producer >= run->producers || m.seq >= run->n) {
+				snprintf(k->why, sizeof(k->why), "recv after "
+				    "%llu: %s", (unsigned long long)k->count,
+				    n < 0 ? strerror(errno) : "bad message");
+				return NULL;
+			}
+			if (m.seq < k->next[m.producer])
+				k->disorder++;
+			k->next[m.producer] = m.seq + 1;
+			if (k->seen[m.producer * run->n + m.seq] < UINT8_MAX)
+				k->seen[m.producer * run->n + m.seq]++;
+			if (info.flags & IPC_MSG_REDELIVERED)
+				k->redelivered++;
+			k->count++;
+			if (atomic_fetch_add(&run->total, 1) + 1 == all &&
+			    write(run->done[1], "x", 1) != 1) {
+				snprintf(k->why, sizeof(k->why),
+				    "write done: %s", strerror(errno));
+				return NULL;
+			}
+		}
+		do
+			r = poll(pf, 2, TEST_WAIT_MS);
+		while (r < 0 && errno == EINTR);
+		if (r < 0) {
+			snprintf(k->why, sizeof(k->why), "poll: %s",
+			    strerror(errno));
+			return NULL;
+		}
+		if (r == 0) {
+			snprintf(k->why, sizeof(k->why), "nothing for %d ms "
+			    "after %llu (all: %llu)", TEST_WAIT_MS,
+			    (unsigned long long)k->count,
+			    (unsigned long long)atomic_load(&run->total));
+			return NULL;
+		}
+		/* All were handed out: none is left for this one. */
+		if (pf[1].revents)
+			return NULL;
+	}
+}
+
+/* Producers with ipc_send_more, consumers with prefetch, each on its
+ * own thread and connection; then every (producer, seq) must have been
+ * handed out exactly once, and each consumer must have seen each
+ * producer's messages in their order. */
+static void
+vol_run(struct fix *f, uint32_t producers, uint32_t consumers, uint64_t n,
+    unsigned prefetch)
+{
+	struct vol_run *run = fix_alloc(f, sizeof(*run));
+	int pt[VOL_PRODUCERS_MAX] = { 0 }, ct[VOL_CONSUMERS_MAX] = { 0 };
+	struct ipc_conn *s;
+	char why[256] = "";
+	uint64_t fallbacks = 0;
+	long long t0;
+
+	broker_start(&f->b, NULL);
+	s = fix_open(f);
+	/* Async sends are refused, not held, when the queue is full: let
+	 * the whole run fit. */
+	box_create(s, "vol", (int64_t)(n * producers), -1);
+	run->box = "vol";
+	run->producers = producers;
+	run->consumers = consumers;
+	run->n = n;
+	run->prefetch = prefetch;
+	fix_pipe(f, run->done);
+	for (uint32_t i = 0; i < consumers; i++) {
+		run->cons[i].run = run;
+		run->cons[i].c = fix_open(f);
+		run->cons[i].seen = fix_alloc(f, n * producers);
+	}
+	for (uint32_t i = 0; i < producers; i++) {
+		run->prod[i].run = run;
+		run->prod[i].c = fix_open(f);
+		run->prod[i].id = i;
+	}
+	t0 = test_now_ms();
+	for (uint32_t i = 0; i < consumers; i++)
+		ct[i] = fix_thread(f, vol_consume, &run->cons[i]);
+	for (uint32_t i = 0; i < producers; i++)
+		pt[i] = fix_thread(f, vol_produce, &run->prod[i]);
+	/* Every wait in them is bounded: so are the joins.  No assertion
+	 * before they are all joined. */
+	for (uint32_t i = 0; i < producers; i++)
+		fix_join(f, pt[i]);
+	for (uint32_t i = 0; i < consumers; i++)
+		fix_join(f, ct[i]);
+	for (uint32_t i = 0; i < producers; i++) {
+		fallbacks += run->prod[i].fallbacks;
+		if (run->prod[i].why[0] != '\0' && why[0] == '\0')
+			snprintf(why, sizeof(why), "producer %u: %s", i,
+			    run->prod[i].why);
+	}
+	for (uint32_t i = 0; i < consumers; i++)
+		if (run->cons[i].why[0] != '\0' && why[0] == '\0')
+			snprintf(why, sizeof(why), "consumer %u: %s", i,
+			    run->cons[i].why);
+	if (why[0] != '\0')
+		fail_msg("%s", why);
+	print_message("%u x %llu messages to %u consumers in %lld ms "
+	    "(%llu blocking fallbacks)\n", producers, (unsigned long long)n,
+	    consumers, test_now_ms() - t0, (unsigned long long)fallbacks);
+	for (uint32_t i = 0; i < consumers; i++) {
+		print_message("consumer %u: %llu messages\n", i,
+		    (unsigned long long)run->cons[i].count);
+		assert_int_equal(run->cons[i].disorder, 0);
+		assert_int_equal(run->cons[i].redelivered, 0);
+	}
+	for (uint32_t p = 0; p < producers; p++)
+		for (uint64_t q = 0; q < n; q++) {
+			unsigned times = 0;
+
+			for (uint32_t i = 0; i < consumers; i++)
+				times += run->cons[i].seen[p * n + q];
+			if (times != 1)
+				fail_msg("producer %u #%llu handed out %u "
+				    "times", p, (unsigned long long)q, times);
+		}
+	assert_int_equal(atomic_load(&run->total), n * producers);
+	assert_int_equal(box_depth(s, "vol"), 0);
+	broker_stop(&f->b);
+}
+
+static void
+test_volume_200k_one_producer_one_consumer_in_order(void **state)
+{
+	vol_run(*state, 1, 1, VOL_ONE_N, 256);
+}
+
+static void
+test_volume_2_producers_2_consumers_exactly_once(void **state)
+{
+	vol_run(*state, 2, 2, VOL_TWO_N, 256);
+}
+
+/* The bytes of large message seq: its header, then a pattern of its
+ * own. */
+static void
+large_fill(uint8_t *buf, size_t len, uint64_t seq)
+{
+	struct seqmsg m = seq_make(0, seq);
+
+	for (size_t i = 0; i < len; i++)
+		buf[i] = (uint8_t)(i * 31 + seq * 7 + (i >> 8));
+	memcpy(buf, &m, sizeof(m));
+}
+
+/* Messages far larger in all than the socket and the broker buffer, to
+ * a stream with credit for all of them: the broker holds the rest back
+ * for the reader, and goes on as it reads; plain and allocating
+ * receives both take from the stream. */
+static void
+test_large_messages_stream_past_buffers_in_order(void **state)
+{
+	struct fix *f = *state;
+	enum { LARGE = 64 << 10, NLARGE = 160 };
+	struct ipc_conn *c, *s;
+	struct ipc_msg_info info;
+	uint8_t *want, *buf;
+	uint32_t depth;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	s = fix_open(f);
+	want = fix_alloc(f, LARGE);
+	buf = fix_alloc(f, LARGE);
+	box_create(s, "large", NLARGE, -1);
+	for (uint64_t i = 0; i < NLARGE; i++) {
+		large_fill(want, LARGE, i);
+		assert_int_equal(ipc_send(s, "large", want, LARGE), 0);
+	}
+	assert_int_equal(ipc_set_prefetch(c, 1000), 0);
+	for (uint64_t i = 0; i < NLARGE; i++) {
+		void *got = NULL;
+		ssize_t n;
+
+		large_fill(want, LARGE, i);
+		if (i % 2 == 0) {
+			memset(buf, 0, LARGE);
+			n = ipc_recv_timed(c, "large", buf, LARGE,
+			    TEST_WAIT_MS, &info);
+			got = buf;
+		} else {
+			n = ipc_recv_alloc(c, "large", &got, TEST_WAIT_MS,
+			    &info);
+		}
+		if (n != LARGE) {
+			if (got != buf)
+				free(got);
+			fail_msg("#%llu: %zd (%s)", (unsigned long long)i,
+			    n, n < 0 ? strerror(errno) : "wrong length");
+		}
+		if (memcmp(got, want, LARGE) != 0) {
+			if (got != buf)
+				free(got);
+			fail_msg("#%llu: wrong bytes", (unsigned long long)i);
+		}
+		if (got != buf)
+			free(got);
+		if (i == 0) {
+			/* 10 MiB of credit, yet only what the buffers
+			 * take has left the mailbox. */
+			depth = box_depth(s, "large");
+			if (depth < NLARGE / 2)
+				fail_msg("the broker pushed %u of 64 KiB "
+				    "ahead of a reader that took one",
+				    NLARGE - depth);
+		}
+	}
+	expect_empty(c, "large");
+	assert_int_equal(box_depth(c, "large"), 0);
+	broker_stop(&f->b);
+}
+
+#define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_prefetch_window_topped_up_at_half_and_limit_einval),
+		T(test_prefetch_zero_ends_streams_held_messages_still_handed_out),
+		T(test_direct_queue_receives_never_prefetch),
+		T(test_many_mailboxes_on_one_connection_each_keep_order),
+		T(test_close_returns_prefetched_to_head_redelivered_in_order),
+		T(test_close_with_receivers_waiting_on_many_mailboxes_keeps_order),
+		T(test_killed_consumer_prefetched_messages_go_to_next_consumer),
+		T(test_stream_receivers_and_plain_receiver_take_turns),
+		T(test_message_over_buffer_is_emsgsize_and_kept_in_order),
+		T(test_timed_recv_on_stream_times_out_and_stream_stays),
+		T(test_fd_readable_while_prefetched_messages_held),
+		T(test_delete_mailbox_ends_stream_with_enoent),
+		T(test_stream_without_read_permission_is_eacces),
+		T(test_send_more_waits_for_flush_or_32k),
+		T(test_send_more_keeps_order_with_other_sends_and_close_flushes),
+		T(test_volume_200k_one_producer_one_consumer_in_order),
+		T(test_volume_2_producers_2_consumers_exactly_once),
+		T(test_large_messages_stream_past_buffers_in_order),
+	};
+
+	test_init(600);
+	/* TEST_FILTER=test_volume* runs only the tests that match. */
+	if (getenv("TEST_FILTER") != NULL)
+		cmocka_set_test_filter(getenv("TEST_FILTER"));
+	return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
+}
