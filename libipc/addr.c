@@ -167,6 +167,7 @@ addr_parse_remote(const char *s, struct ipc_addr *out, const char **why)
 		if ((*why = addr_check_ipv6(s + 1, len)) != NULL)
 			return -EINVAL;
 		memcpy(out->host, s + 1, len);
+		out->host[len] = '\0';
 		port = end + 1;
 		if (*port != '\0' && *port != ':') {
 			*why = "unexpected text after ']'";
@@ -184,6 +185,7 @@ addr_parse_remote(const char *s, struct ipc_addr *out, const char **why)
 		if ((*why = addr_check_host(s, len)) != NULL)
 			return -EINVAL;
 		memcpy(out->host, s, len);
+		out->host[len] = '\0';
 		port = s + len;
 	}
 	if (*port == '\0')
@@ -215,7 +217,13 @@ addr_parse(const char *text, struct ipc_addr *out, const char **why)
 		*why = "no address";
 		return -EINVAL;
 	}
-	memset(out, 0, sizeof(*out));
+	/* Fields set one by one: the arrays are long, and a parse per
+	 * message is on the fast path of every send. */
+	out->kind = 0;
+	out->name[0] = '\0';
+	out->pid = 0;
+	out->host[0] = '\0';
+	out->port = 0;
 	if (text[0] == '\0') {
 		*why = "empty address";
 		return -EINVAL;
@@ -236,6 +244,7 @@ addr_parse(const char *text, struct ipc_addr *out, const char **why)
 			return -EINVAL;
 		out->kind = IPC_ADDR_MAILBOX;
 		memcpy(out->name, text, len);
+		out->name[len] = '\0';
 	}
 	if (at == NULL)
 		return 0;

@@ -89,6 +89,7 @@ struct ipc_conn {
 	 * offered again unchanged, which appending keeps true. */
 	uint8_t *pend;
 	size_t pend_off, pend_len, pend_cap;
+	size_t batch_next;		/* ipc_send_more writes at this much */
 	/* Ids of messages handed to the application, not yet acked. */
 	uint64_t acks[IPC_ACK_BATCH];
 	unsigned nacks;
@@ -473,7 +474,8 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 static void
 ipc_fill_info(const struct wire_deliver *d, struct ipc_msg_info *info)
 {
-	memset(info, 0, sizeof(*info));
+	/* No memset of the whole: its address arrays are long, and this
+	 * runs for every message.  The strings are terminated below. */
 	info->id = d->msg_id;
 	info->pid = (pid_t)d->pid;
 	info->uid = d->uid;
@@ -483,8 +485,10 @@ ipc_fill_info(const struct wire_deliver *d, struct ipc_msg_info *info)
 	info->flags = d->flags & IPC_MSG_REDELIVERED;
 	/* The broker's strings are bounded by WIRE_STR_MAX; longer than
 	 * an address means a broker we do not understand. */
-	wire_str_copy(d->sender, info->sender, sizeof(info->sender));
-	wire_str_copy(d->source, info->source, sizeof(info->source));
+	if (wire_str_copy(d->sender, info->sender, sizeof(info->sender)) < 0)
+		info->sender[0] = '\0';
+	if (wire_str_copy(d->source, info->source, sizeof(info->source)) < 0)
+		info->source[0] = '\0';
 }
 
 /* Keep the armed receive's message until the application asks. */
@@ -822,6 +826,7 @@ ipc_open(const char *where)
 		return NULL;
 	/* Until WELCOME says otherwise, accept small frames only. */
 	c->max_payload = 4096;
+	c->batch_next = IPC_BATCH_BYTES;
 	c->poll_fd = c->stash_fd = -1;
 	c->fd = -1;
 	if (tls) {
@@ -1170,9 +1175,15 @@ ipc_send_nowait(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.payload.len = len;
 	if ((r = ipc_queue_frame(c, &req)) < 0)
 		return ipc_fail(r);
-	if ((!more || c->pend_len - c->pend_off >= IPC_BATCH_BYTES) &&
-	    (r = ipc_flush_pending(c, 0)) < 0 && r != -EAGAIN)
-		return ipc_fail(r);
+	/* A batch is written once it is big enough; if the socket is full
+	 * the next try waits for another batch's worth, not one syscall
+	 * per message. */
+	if (!more || c->pend_len - c->pend_off >= c->batch_next) {
+		r = ipc_flush_pending(c, 0);
+		if (r < 0 && r != -EAGAIN)
+			return ipc_fail(r);
+		c->batch_next = (c->pend_len - c->pend_off) + IPC_BATCH_BYTES;
+	}
 	if (id_out != NULL)
 		*id_out = req.id;
 	return 0;
@@ -1398,7 +1409,8 @@ ipc_recv_stream(struct ipc_conn *c, const char *from, void *buf,
 		*used = r < 0;
 		return r;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	if (timeout_ms > 0)
+		clock_gettime(CLOCK_MONOTONIC, &t0);
 	if ((r = ipc_flush_before_wait(c)) < 0)
 		return r;
 	for (;;) {

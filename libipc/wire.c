@@ -167,14 +167,28 @@ static const struct wire_type_desc wire_types[] = {
 	{ WIRE_PONG, "PONG", wire_f_ping },
 };
 
+/* Every known type is below 0x100: index + 1 into wire_types, filled on
+ * first use (a lookup per frame is on every message's path). */
+static uint8_t wire_index[0x100];
+static int wire_index_done;
+
 static const struct wire_type_desc *
 wire_desc(uint16_t type)
 {
-	for (size_t i = 0; i < sizeof(wire_types) / sizeof(wire_types[0]);
-	    i++)
-		if (wire_types[i].type == type)
-			return &wire_types[i];
-	return NULL;
+	uint8_t k;
+
+	if (!__atomic_load_n(&wire_index_done, __ATOMIC_ACQUIRE)) {
+		/* Idempotent: racing threads write the same bytes. */
+		for (size_t i = 0; i < sizeof(wire_types) /
+		    sizeof(wire_types[0]); i++)
+			__atomic_store_n(&wire_index[wire_types[i].type],
+			    (uint8_t)(i + 1), __ATOMIC_RELAXED);
+		__atomic_store_n(&wire_index_done, 1, __ATOMIC_RELEASE);
+	}
+	if (type >= 0x100 ||
+	    (k = __atomic_load_n(&wire_index[type], __ATOMIC_RELAXED)) == 0)
+		return NULL;
+	return &wire_types[k - 1];
 }
 
 const char *

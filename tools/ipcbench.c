@@ -117,7 +117,8 @@ struct ipcd {
 /* Start ipcd on dir/NAME.sock (with TCP and the key when tcp); wait for
  * its ready line. */
 static int
-ipcd_start(struct ipcd *d, const char *name, int tcp)
+ipcd_start(struct ipcd *d, const char *name, int tcp,
+    const struct bench_cfg *cfg)
 {
 	char line[PATH_MAX + 128];
 	int p[2];
@@ -138,6 +139,10 @@ ipcd_start(struct ipcd *d, const char *name, int tcp)
 		dup2(p[1], 1);
 		close(p[0]);
 		close(p[1]);
+		/* The broker is one of the measurement's processes: placed
+		 * as they are (pinned: on CPU 0 with them). */
+		if (bench_place(cfg) < 0)
+			_exit(126);
 		argv[k++] = O.ipcd;
 		argv[k++] = "--socket";
 		argv[k++] = d->sock;
@@ -254,13 +259,14 @@ struct shared {
 };
 
 /* A round trip's send: blocking (returns once the broker has it), or
- * async (the reply proves it arrived; a failure would end the run with
- * a missing reply). */
+ * batched (ipc_send_more: it leaves in the same write as the receive
+ * that follows; the reply proves it arrived, and a failure would end
+ * the run with a missing reply). */
 static int
 rtt_send(const struct shared *s, struct ipc_conn *c, const char *to,
     const void *buf, size_t len)
 {
-	return s->cfg->async_rtt ? ipc_send_async(c, to, buf, len, NULL) :
+	return s->cfg->async_rtt ? ipc_send_more(c, to, buf, len, NULL) :
 	    ipc_send(c, to, buf, len);
 }
 
@@ -329,7 +335,7 @@ ipc_rtt(const struct bench_cfg *cfg, int direct, struct bench_lat *out)
 	char why[160];
 	int r = -1;
 
-	if (ipcd_start(&d, "rtt", 0) < 0)
+	if (ipcd_start(&d, "rtt", 0, cfg) < 0)
 		return -1;
 	s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -513,9 +519,9 @@ ipc_thr(const struct bench_cfg *cfg, int nmbox, int remote,
 	char why[160];
 	int r = -1;
 
-	if (np + nc > 64 || ipcd_start(&d, "thr", remote) < 0)
+	if (np + nc > 64 || ipcd_start(&d, "thr", remote, cfg) < 0)
 		return -1;
-	if (remote && ipcd_start(&d2, "thr2", 1) < 0)
+	if (remote && ipcd_start(&d2, "thr2", 1, cfg) < 0)
 		goto out_d;
 	s = mmap(NULL, sizeof(*s), PROT_READ | PROT_WRITE,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -617,7 +623,8 @@ out_d:
 
 /* RSS growth of a broker per idle connection, in bytes. */
 static int
-idle_conn_cost(unsigned nconn, double *bytes_per_conn, long *rss_kib)
+idle_conn_cost(const struct bench_cfg *cfg, unsigned nconn,
+    double *bytes_per_conn, long *rss_kib)
 {
 	struct ipc_conn **c = calloc(nconn, sizeof(*c));
 	struct rlimit rl;
@@ -625,7 +632,7 @@ idle_conn_cost(unsigned nconn, double *bytes_per_conn, long *rss_kib)
 	long before, after;
 	unsigned i;
 
-	if (c == NULL || ipcd_start(&d, "idle", 0) < 0) {
+	if (c == NULL || ipcd_start(&d, "idle", 0, cfg) < 0) {
 		free(c);
 		return -1;
 	}
@@ -701,6 +708,28 @@ base_thr(const char *name, const struct bench_cfg *cfg, int rc,
 		snprintf(r->figure, sizeof(r->figure), "n/a (%.40s)", why);
 }
 
+/* How the ipc rows use the library.  "Fast" is what a program that
+ * wants speed writes: consumers receive ahead (ipc_set_prefetch), bursts
+ * of sends are batched (ipc_send_more), a request leaves with the
+ * receive of its reply.  "Plain" is one call per message: blocking
+ * sends in a round trip, unbatched async sends, one RECV per receive. */
+#define BENCH_PREFETCH 256
+static void
+mode_fast(struct bench_cfg *cfg)
+{
+	cfg->prefetch = BENCH_PREFETCH;
+	cfg->batch = 1;
+	cfg->async_rtt = 1;
+}
+
+static void
+mode_plain(struct bench_cfg *cfg)
+{
+	cfg->prefetch = 0;
+	cfg->batch = 0;
+	cfg->async_rtt = 0;
+}
+
 static void
 run_rtt(struct bench_cfg cfg)
 {
@@ -724,6 +753,7 @@ run_rtt(struct bench_cfg cfg)
 
 	base_lat("ZeroMQ REQ/REP rtt 64B", &cfg, rz, &zmq, why);
 #endif
+	mode_fast(&cfg);
 	for (int direct_mode = 0; direct_mode < 2; direct_mode++) {
 		struct bench_lat *l = direct_mode ? &direct : &mbox;
 		struct row *r;
@@ -747,6 +777,17 @@ run_rtt(struct bench_cfg cfg)
 			    "ZeroMQ REQ/REP", 0.75, 1);
 		}
 #endif
+	}
+	/* The same with one blocking call per step: what the simplest
+	 * program gets (no target). */
+	mode_plain(&cfg);
+	if (ipc_rtt(&cfg, 0, &mbox) == 0) {
+		struct row *r = row_add("ipc rtt 64B mailbox, plain", &cfg);
+
+		fmt_lat(r, &mbox);
+		if (rr == 0)
+			row_judge(r, mbox.median_us, relay.median_us,
+			    "raw relay", 0, 1);
 	}
 }
 
@@ -778,6 +819,7 @@ run_thr(struct bench_cfg cfg)
 
 	base_thr("ZeroMQ PUSH/PULL 64B", &cfg, rz, &zmq, why);
 #endif
+	mode_fast(&cfg);
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		struct bench_thr t;
 		struct row *r;
@@ -824,6 +866,18 @@ run_thr(struct bench_cfg cfg)
 		row_judge(r, four.msgs_per_s, one.msgs_per_s, "ipc 1x1", 1.0,
 		    0);
 	}
+	/* One call per message, no receive-ahead (no target). */
+	mode_plain(&cfg);
+	cfg.producers = cfg.consumers = 1;
+	cfg.count = O.quick ? 2000 : 20000;
+	if (ipc_thr(&cfg, 1, 0, &four, NULL) == 0) {
+		struct row *r = row_add("ipc thr 1x1 64B, plain", &cfg);
+
+		fmt_thr(r, &four);
+		if (rr == 0)
+			row_judge(r, four.msgs_per_s, relay.msgs_per_s,
+			    "raw relay", 0, 0);
+	}
 }
 
 static void
@@ -844,6 +898,7 @@ run_large(struct bench_cfg cfg)
 
 	base_thr("ZeroMQ PUSH/PULL 1MiB", &cfg, rz, &zmq, why);
 #endif
+	mode_fast(&cfg);
 	if (ipc_thr(&cfg, 1, 0, &t, NULL) == 0) {
 		struct row *r = row_add("ipc thr 1MiB", &cfg);
 
@@ -876,6 +931,11 @@ run_scale(struct bench_cfg cfg)
 	cfg.size = 64;
 	cfg.count = O.quick ? 20000 : 50000;
 	cfg.producers = cfg.consumers = 1;
+	/* The consumer takes the mailboxes in turn, one message from each:
+	 * receiving ahead from 10,000 mailboxes would hold 10,000 streams,
+	 * so both cases receive one message per call. */
+	mode_fast(&cfg);
+	cfg.prefetch = 0;
 	if (ipc_thr(&cfg, 1, 0, &one, NULL) < 0)
 		return;
 	r = row_add("ipc thr 1 mailbox", &cfg);
@@ -888,7 +948,7 @@ run_scale(struct bench_cfg cfg)
 	/* Cost per message is 1/rate: within 1.2x of one mailbox's. */
 	row_judge(r, 1.0 / many.msgs_per_s, 1.0 / one.msgs_per_s,
 	    "1 mailbox", 1.2, 1);
-	if (idle_conn_cost(nconn, &per_conn, &rss) == 0) {
+	if (idle_conn_cost(&cfg, nconn, &per_conn, &rss) == 0) {
 		snprintf(name, sizeof(name), "idle conn cost (%u)", nconn);
 		r = row_add(name, &cfg);
 		snprintf(r->figure, sizeof(r->figure), "%.0f B/conn",
@@ -923,6 +983,7 @@ run_remote(struct bench_cfg cfg)
 	cfg.producers = cfg.consumers = 1;
 	rx = raw_tls_thr(&cfg, O.key, &raw, why, sizeof(why));
 	base_thr("raw TLS stream 64B", &cfg, rx, &raw, why);
+	mode_fast(&cfg);
 	if (ipc_thr(&cfg, 1, 1, &t, NULL) == 0) {
 		struct row *r = row_add("ipc thr 64B over a TLS link", &cfg);
 
@@ -1094,7 +1155,6 @@ main(int argc, char **argv)
 	for (int pin = 1; pin >= 0; pin--) {
 		struct bench_cfg cfg = { .pinned = pin };
 
-		if (getenv("IPCBENCH_HACK")) { cfg.prefetch = 256; cfg.batch = 1; cfg.async_rtt = 1; }
 
 		if ((pin && O.unpinned_only) || (!pin && O.pinned_only) ||
 		    (!pin && O.quick && !O.unpinned_only))
