@@ -254,6 +254,8 @@ enum broker_event {
 
 struct broker {
 	struct loop *loop;
+	uint8_t *rbuf;			/* the read buffer conns share */
+	int rbuf_busy;			/* frames of it being answered */
 	struct broker_limits lim;
 	struct broker_counters n;
 	struct mbox **tab;		/* hash table of mailboxes */

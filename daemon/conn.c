@@ -522,7 +522,9 @@ conn_push(struct conn *c, const struct wire_frame *f)
 			c->out_off = 0;
 		}
 		if (need > c->out_cap) {
-			cap = c->out_cap ? c->out_cap : 4096;
+			/* Small at first: most connections only ever
+			 * get short replies. */
+			cap = c->out_cap ? c->out_cap : 512;
 			while (cap < need)
 				cap *= 2;
 			if ((p = realloc(c->out, cap)) == NULL) {
@@ -999,8 +1001,11 @@ conn_parse_addr(struct conn *c, uint64_t req_id, struct wire_bytes text,
 {
 	char buf[IPC_ADDR_MAX];
 
-	if (wire_str_copy(text, buf, sizeof(buf)) < 0 ||
-	    ipc_addr_parse(buf, a) < 0) {
+	if (wire_str_copy(text, buf, sizeof(buf)) < 0) {
+		conn_reply_error(c, req_id, EINVAL, 0, "address too long");
+		return -1;
+	}
+	if (ipc_addr_parse_fast(buf, a) < 0) {
 		conn_reply_error(c, req_id, EINVAL, 0,
 		    ipc_addr_why(buf) ? ipc_addr_why(buf) : "bad address");
 		return -1;
@@ -1708,80 +1713,125 @@ conn_dispatch(struct conn *c, const struct wire_frame *f)
 	}
 }
 
-/* Answer every whole frame in the input buffer, unless throttled. */
-static void
-conn_process(struct conn *c)
+/* Answer every whole frame in buf (len bytes), unless throttled.
+ * Returns the bytes used. */
+static size_t
+conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 {
 	size_t off = 0;
 
 	while (c->state != CONN_DEAD && !conn_throttled(c)) {
 		struct wire_frame f;
 		const char *why = "malformed frame";
-		long len = wire_frame_len(c->in + off, c->in_len - off,
+		long flen = wire_frame_len(buf + off, len - off,
 		    conn_max_frame(c));
 
-		if (len < 0) {
-			conn_violation(c, 0, -len == EMSGSIZE ? EMSGSIZE :
-			    EPROTO, len == -EMSGSIZE ?
+		if (flen < 0) {
+			conn_violation(c, 0, -flen == EMSGSIZE ? EMSGSIZE :
+			    EPROTO, flen == -EMSGSIZE ?
 			    "frame over the size limit" :
 			    "frame shorter than its header");
 			break;
 		}
-		if (len == 0 || (size_t)len > c->in_len - off)
+		if (flen == 0 || (size_t)flen > len - off)
 			break;
-		if (wire_decode(c->in + off, (size_t)len, &f, &why) < 0) {
-			conn_violation(c, wire_get64(c->in + off + 8), EPROTO,
+		if (wire_decode(buf + off, (size_t)flen, &f, &why) < 0) {
+			conn_violation(c, wire_get64(buf + off + 8), EPROTO,
 			    why);
 			break;
 		}
-		off += (size_t)len;
+		off += (size_t)flen;
 		conn_dispatch(c, &f);
 	}
+	return off;
+}
+
+/* Answer what c's own buffer holds (input kept while throttled, or a
+ * frame read in parts). */
+static void
+conn_process(struct conn *c)
+{
+	size_t off = conn_parse(c, c->in, c->in_len);
+
 	if (c->state == CONN_DEAD || off == 0)
 		return;
 	memmove(c->in, c->in + off, c->in_len - off);
 	c->in_len -= off;
 }
 
+/* Make room for want more bytes in c->in.  0 or -ENOMEM. */
+static int
+conn_in_room(struct conn *c, size_t want)
+{
+	uint8_t *p;
+
+	if (want <= c->in_cap - c->in_len)
+		return 0;
+	if ((p = realloc(c->in, c->in_len + want)) == NULL)
+		return -ENOMEM;
+	c->in = p;
+	c->in_cap = c->in_len + want;
+	return 0;
+}
+
+/* One read from c's socket (or TLS) into buf.  > 0, 0 at the end, or -1
+ * with errno. */
+static int
+conn_read_once(struct conn *c, uint8_t *buf, size_t size)
+{
+	int n, tw = 0;
+
+	if (c->tls == NULL)
+		return readSocket(c->watch.fd, buf, (int)size);
+	n = (int)tls_read(c->tls, buf, size, &tw);
+	c->tls_want_write = n < 0 && errno == EAGAIN && tw == POLLOUT;
+	return n;
+}
+
+/*
+ * Read and answer what c sent.  Most reads go into one buffer the
+ * broker shares among its connections, and are answered from there: a
+ * connection keeps bytes of its own only for a frame that arrived in
+ * part, or input held back while it is throttled.  An idle connection
+ * then holds no input buffer at all.
+ */
 static void
 conn_read(struct conn *c)
 {
+	struct broker *b = c->b;
 	size_t budget = CONN_READ_BUDGET;
 
 	for (;;) {
-		size_t want = CONN_READ_CHUNK;
 		long flen = wire_frame_len(c->in, c->in_len, conn_max_frame(c));
+		int shared = c->in_len == 0 && !b->rbuf_busy;
+		size_t want;
+		uint8_t *dst;
 		int n;
 
-		/* Room for the frame being read, as its checked length
-		 * says: the buffer never grows past the limit. */
-		if (flen > 0 && (size_t)flen > c->in_len &&
-		    (size_t)flen - c->in_len > want)
-			want = (size_t)flen - c->in_len;
-		if (want > c->in_cap - c->in_len) {
-			size_t cap = c->in_len + want;
-			uint8_t *p = realloc(c->in, cap);
-
-			if (p == NULL) {
+		if (shared) {
+			if (b->rbuf == NULL &&
+			    (b->rbuf = malloc(CONN_READ_CHUNK)) == NULL)
+				shared = 0;
+		}
+		if (shared) {
+			want = CONN_READ_CHUNK;
+			dst = b->rbuf;
+		} else {
+			/* The rest of the frame begun (its checked length
+			 * bounds it), or of its header; then back to the
+			 * shared buffer. */
+			want = flen > 0 && (size_t)flen > c->in_len ?
+			    (size_t)flen - c->in_len : c->in_len < WIRE_HDR_LEN ?
+			    WIRE_HDR_LEN - c->in_len : CONN_READ_CHUNK;
+			if (conn_in_room(c, want) < 0) {
 				log_error("conn %llu: out of memory reading",
 				    (unsigned long long)c->id);
 				conn_close(c);
 				return;
 			}
-			c->in = p;
-			c->in_cap = cap;
+			dst = c->in + c->in_len;
 		}
-		if (c->tls != NULL) {
-			int tw = 0;
-
-			n = (int)tls_read(c->tls, c->in + c->in_len,
-			    c->in_cap - c->in_len, &tw);
-			c->tls_want_write = n < 0 && errno == EAGAIN &&
-			    tw == POLLOUT;
-		} else {
-			n = readSocket(c->watch.fd, c->in + c->in_len,
-			    (int)(c->in_cap - c->in_len));
-		}
+		n = conn_read_once(c, dst, want);
 		if (n == 0 || (n < 0 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)) {
 			if (c->link != NULL)
@@ -1793,15 +1843,37 @@ conn_read(struct conn *c)
 		}
 		if (n < 0)
 			return;
-		c->in_len += (size_t)n;
 		c->last_rx_ms = loop_now_ms();
-		conn_process(c);
+		if (shared) {
+			size_t used;
+
+			b->rbuf_busy = 1;
+			used = conn_parse(c, b->rbuf, (size_t)n);
+			b->rbuf_busy = 0;
+			if (c->state == CONN_DEAD)
+				return;
+			if (used < (size_t)n) {
+				/* A frame in part, or input held back. */
+				if (conn_in_room(c, (size_t)n - used) < 0) {
+					log_error("conn %llu: out of memory "
+					    "reading", (unsigned long long)c->id);
+					conn_close(c);
+					return;
+				}
+				memcpy(c->in, b->rbuf + used, (size_t)n - used);
+				c->in_len = (size_t)n - used;
+			}
+		} else {
+			c->in_len += (size_t)n;
+			conn_process(c);
+		}
 		if (c->state == CONN_DEAD || conn_throttled(c))
 			return;
 		/* A short read means the socket is drained for now (TLS
 		 * hands out one record per read: read until EAGAIN, or
 		 * until this conn had its share of the round; the rest is
-		 * read next round). */
+		 * read next round).  A read that only finished a frame
+		 * begun goes on to the shared buffer. */
 		if (c->tls == NULL && (size_t)n < want)
 			return;
 		if ((size_t)n >= budget) {

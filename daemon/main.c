@@ -705,6 +705,7 @@ main(int argc, char **argv)
 	close(sfd);
 	proc_table_free(&b);
 	mbox_table_free(&b);
+	free(b.rbuf);
 	quota_free_all(&b);
 	loop_free(b.loop);
 	log_info("stopped");

@@ -1115,7 +1115,7 @@ ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
-	if (to == NULL || ipc_addr_parse(to, &a) < 0 ||
+	if (to == NULL || ipc_addr_parse_fast(to, &a) < 0 ||
 	    (buf == NULL && len > 0) || timeout_ms < IPC_FOREVER)
 		return ipc_fail(-EINVAL);
 	if (len > c->max_payload)
@@ -1151,7 +1151,7 @@ ipc_send_nowait(struct ipc_conn *c, const char *to, const void *buf,
 
 	if (c == NULL)
 		return ipc_fail(-EBADF);
-	if (to == NULL || ipc_addr_parse(to, &a) < 0 ||
+	if (to == NULL || ipc_addr_parse_fast(to, &a) < 0 ||
 	    (buf == NULL && len > 0))
 		return ipc_fail(-EINVAL);
 	if (len > c->max_payload)
