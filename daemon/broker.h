@@ -54,6 +54,7 @@ struct quota {
  * count against its sender's quota while it exists. */
 struct msg {
 	struct msg *next;		/* in a queue, or a conn's unacked */
+	struct broker *b;
 	struct quota *quota;
 	struct mbox *home;		/* unacked: where it goes back to;
 					 * NULL once that is deleted */
@@ -62,6 +63,8 @@ struct msg {
 	uint32_t pid, uid, gid;
 	uint32_t flags;			/* MSG_* */
 	uint32_t len;
+	int fd;				/* >= 0: the payload is this sealed
+					 * memfd (data holds none of it) */
 	const char *origin;		/* the sender's broker, "host:port";
 					 * NULL: this one.  In the same
 					 * allocation, after data */
@@ -136,6 +139,15 @@ struct mbox {
 
 enum conn_state { CONN_TLS, CONN_HELLO, CONN_READY, CONN_DEAD };
 
+/* Descriptors a connection may have sent ahead of the SENDs that claim
+ * them (the library sends one with each such SEND).  Picked. */
+#define CONN_FDS_MAX 8
+
+struct conn_outfd {
+	uint64_t pos;			/* out stream position */
+	int fd;				/* ours (a dup), closed once sent */
+};
+
 enum conn_kind {
 	CONN_LOCAL,			/* UNIX socket: a local process */
 	CONN_TCP,			/* TCP, before its first frame */
@@ -173,6 +185,16 @@ struct conn {
 	size_t in_len, in_cap;
 	uint8_t *out;			/* encoded replies not yet written */
 	size_t out_off, out_len, out_cap;
+	uint64_t out_abs;		/* bytes written before out + out_off */
+	/* Descriptors going out (DELIVER of a memfd message): each with
+	 * the stream position of its frame's first byte, in order. */
+	struct conn_outfd *outfds;
+	uint32_t noutfds, outfds_cap;
+	/* Descriptors received, not yet claimed by their SEND (FIFO), and
+	 * the one of the frame being answered. */
+	int fdq[CONN_FDS_MAX];
+	uint32_t nfdq;
+	int frame_fd;
 	struct wait *waits;		/* parked requests of this conn */
 	uint32_t nwaits;
 	struct msg *unacked;		/* delivered, not acked; oldest
@@ -291,6 +313,9 @@ struct broker {
 	uint32_t npeers;
 	struct loop_watch signal_watch;
 	int stopping;
+	/* memfd messages: descriptors held, and how many may be (half
+	 * the descriptor limit); past it payloads are read into memory. */
+	uint32_t fds_held, max_fds_held;
 };
 
 /* Wall-clock nanoseconds, for enqueue and creation times. */
@@ -301,10 +326,15 @@ uint64_t broker_wall_ns(void);
 /* The record of uid (made on first use), or NULL when out of memory. */
 struct quota *quota_get(struct broker *b, uid_t uid);
 void quota_free_all(struct broker *b);
-/* A message of len bytes from sender from, charged to its uid.  NULL
- * with *err -EDQUOT (over the uid's byte quota) or -ENOMEM. */
+/* A message of len bytes from sender from, charged to its uid: its
+ * payload to be copied in, or (fd >= 0) in sealed memfd fd, which the
+ * message then owns.  NULL with *err -EDQUOT (over the uid's byte
+ * quota) or -ENOMEM (fd not taken). */
 struct msg *msg_new(struct broker *b, const struct ucred *from, size_t len,
-    const char *origin, int *err);
+    int fd, const char *origin, int *err);
+/* A memfd message's payload read into memory (its descriptor closed):
+ * *msgp is replaced.  0 or -errno (*msgp unchanged). */
+int msg_materialize(struct broker *b, struct msg **msgp);
 void msg_free(struct msg *msg);
 
 /* --- proc.c ------------------------------------------------------------- */
@@ -393,8 +423,8 @@ void conn_reply_sent(struct conn *c, uint64_t req_id, const struct msg *msg);
  * counted either way. */
 void conn_report_failure(struct broker *b, const struct msg *msg, int err,
     const char *why);
-void conn_reply_deliver(struct conn *c, uint64_t req_id,
-    const struct mbox *m, const struct msg *msg);
+void conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
+    const struct msg *msg, int may_pass_fd);
 /* A parked request of c finished: c may read again. */
 void conn_wait_done(struct conn *c);
 /* Write what can be written; free what was closed (the before-wait
@@ -420,6 +450,9 @@ void conn_push(struct conn *c, const struct wire_frame *f);
 /* c is throttled by its unwritten output. */
 int conn_out_full(const struct conn *c);
 int conn_stream_full(const struct conn *c);
+/* c's process exited: answer what it wrote before it went, as far as
+ * the socket holds it and c is not throttled. */
+void conn_drain(struct conn *c);
 /* Map a remote identity's uid to ours. */
 void conn_map_uid(const struct broker *b, const char *identity,
     int64_t ruid, struct ucred *out);

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -98,6 +99,11 @@ conn_free(struct conn *c)
 	tls_free(c->tls);
 	free(c->in);
 	free(c->out);
+	while (c->nfdq > 0)
+		close(c->fdq[--c->nfdq]);
+	while (c->noutfds > 0)
+		close(c->outfds[--c->noutfds].fd);
+	free(c->outfds);
 	free(c);
 }
 
@@ -232,6 +238,7 @@ conn_new(struct broker *b, int fd, enum conn_kind kind)
 		return NULL;
 	}
 	c->kind = kind;
+	c->frame_fd = -1;
 	if (kind == CONN_LOCAL) {
 		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred,
 		    &len) < 0) {
@@ -665,12 +672,37 @@ conn_format_pid(char *buf, uint32_t pid)
 	*buf = '\0';
 }
 
+/* Queue fd (a dup of it) to go out with the frame about to be pushed.
+ * 0 or -errno. */
+static int
+conn_push_fd(struct conn *c, int fd)
+{
+	struct conn_outfd *q = c->outfds;
+	int d;
+
+	if (c->noutfds == c->outfds_cap) {
+		uint32_t cap = c->outfds_cap ? 2 * c->outfds_cap : 8;
+
+		if ((q = realloc(c->outfds, cap * sizeof(*q))) == NULL)
+			return -ENOMEM;
+		c->outfds = q;
+		c->outfds_cap = cap;
+	}
+	if ((d = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+		return -errno;
+	q[c->noutfds].pos = c->out_abs + (c->out_len - c->out_off);
+	q[c->noutfds].fd = d;
+	c->noutfds++;
+	return 0;
+}
+
 void
 conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
-    const struct msg *msg)
+    const struct msg *msg, int may_pass_fd)
 {
 	struct wire_frame f = { .type = WIRE_DELIVER, .id = req_id };
 	char sender[16 + LINK_NAME_MAX];
+	uint8_t *copy = NULL;
 
 	if (msg->pid != 0 && msg->origin != NULL)
 		snprintf(sender, sizeof(sender), "pid:%u@%s", msg->pid,
@@ -689,7 +721,45 @@ conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
 	f.b.deliver.source = wire_str(m->name);
 	f.b.deliver.payload.p = msg->data;
 	f.b.deliver.payload.len = msg->len;
+	if (msg->fd >= 0 && may_pass_fd && c->kind == CONN_LOCAL &&
+	    conn_push_fd(c, msg->fd) == 0) {
+		/* The receiver maps or reads the memfd itself. */
+		f.b.deliver.flags |= WIRE_DELIVER_FD;
+		f.b.deliver.payload.len = 0;
+	} else if (msg->fd >= 0) {
+		/* A peek, a remote client, or no descriptor to spare: the
+		 * bytes go inline. */
+		size_t got = 0;
+
+		if ((copy = malloc(msg->len ? msg->len : 1)) == NULL) {
+			log_error("conn %llu: out of memory for a message of "
+			    "%u bytes; closing", (unsigned long long)c->id,
+			    msg->len);
+			c->closing = 1;
+			conn_want_flush(c);
+			return;
+		}
+		while (got < msg->len) {
+			ssize_t n = pread(msg->fd, copy + got, msg->len - got,
+			    (off_t)got);
+
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		if (got < msg->len) {
+			log_error("conn %llu: cannot read message %llu's memfd",
+			    (unsigned long long)c->id,
+			    (unsigned long long)msg->id);
+			free(copy);
+			c->closing = 1;
+			conn_want_flush(c);
+			return;
+		}
+		f.b.deliver.payload.p = copy;
+	}
 	conn_push(c, &f);
+	free(copy);
 }
 
 static void
@@ -717,11 +787,33 @@ conn_write(struct conn *c)
 		return 0;	/* nothing goes out before the handshake */
 	while (c->out_off < c->out_len) {
 		size_t left = c->out_len - c->out_off;
-		int want = 0;
-		long n = c->tls != NULL ? tls_write(c->tls, c->out + c->out_off,
-		    left, &want) : writeSomeSocket(c->watch.fd,
-		    c->out + c->out_off, left > INT32_MAX ? INT32_MAX :
+		int want = 0, fd = -1;
+		long n;
+
+		/* A descriptor rides with its frame's first byte; bytes
+		 * before it go without. */
+		if (c->noutfds > 0) {
+			if (c->outfds[0].pos == c->out_abs) {
+				fd = c->outfds[0].fd;
+				if (c->noutfds > 1)
+					left = c->outfds[1].pos - c->out_abs;
+			} else {
+				left = c->outfds[0].pos - c->out_abs;
+			}
+		}
+		if (left > INT32_MAX)
+			left = INT32_MAX;
+		n = c->tls != NULL ? tls_write(c->tls, c->out + c->out_off,
+		    left, &want) : fd >= 0 ? writeSomeSocketFd(c->watch.fd,
+		    c->out + c->out_off, (int)left, fd) :
+		    writeSomeSocket(c->watch.fd, c->out + c->out_off,
 		    (int)left);
+		if (n > 0 && fd >= 0) {
+			close(fd);
+			memmove(c->outfds, c->outfds + 1,
+			    (c->noutfds - 1) * sizeof(*c->outfds));
+			c->noutfds--;
+		}
 
 		if (n < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -732,6 +824,7 @@ conn_write(struct conn *c)
 			return -1;
 		}
 		c->out_off += (size_t)n;
+		c->out_abs += (uint64_t)n;
 	}
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
@@ -1114,6 +1207,33 @@ conn_resolve_owned(struct conn *c, uint64_t req_id, struct wire_bytes name)
 	return m;
 }
 
+/* The descriptor of a SEND with WIRE_SEND_FD: a sealed memfd (no
+ * writes, no growing or shrinking, so what the broker hands on is what
+ * was sent), and an empty inline payload.  NULL with its size in *len,
+ * or why not. */
+static const char *
+conn_check_memfd(struct conn *c, struct wire_bytes payload, size_t *len)
+{
+	const int need = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW;
+	struct stat st;
+	int seals;
+
+	if (c->frame_fd < 0)
+		return "no descriptor came with the SEND";
+	if (payload.len != 0)
+		return "a memfd SEND carries no inline payload";
+	if ((seals = fcntl(c->frame_fd, F_GET_SEALS)) < 0)
+		return "the descriptor is not a memfd";
+	if ((seals & need) != need)
+		return "the memfd is not sealed against writes and resizing";
+	if (fstat(c->frame_fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return "the descriptor is not a memfd";
+	if ((uint64_t)st.st_size > c->b->lim.max_payload)
+		return "too big";
+	*len = (size_t)st.st_size;
+	return NULL;
+}
+
 /* Check a send's size and flags, then make its message as cred with
  * the payload copied in.  NULL with the error replied. */
 static struct msg *
@@ -1124,17 +1244,30 @@ conn_make_msg(struct conn *c, uint64_t req_id, uint32_t flags,
 	struct msg *msg;
 	int err;
 
-	if ((flags & ~WIRE_SEND_ASYNC) != 0) {
+	size_t len = payload.len;
+	int fd = -1;
+
+	if ((flags & ~(WIRE_SEND_ASYNC | WIRE_SEND_FD)) != 0) {
 		conn_reply_error(c, req_id, EINVAL, 0, "unknown SEND flags");
 		return NULL;
 	}
-	if (payload.len > b->lim.max_payload) {
+	if (flags & WIRE_SEND_FD) {
+		const char *why = conn_check_memfd(c, payload, &len);
+
+		if (why != NULL) {
+			conn_reply_error(c, req_id, strcmp(why, "too big") ?
+			    EINVAL : EMSGSIZE, b->lim.max_payload, why);
+			return NULL;
+		}
+		fd = c->frame_fd;
+	}
+	if (len > b->lim.max_payload) {
 		b->n.err_msgsize++;
 		conn_reply_error(c, req_id, EMSGSIZE, b->lim.max_payload,
 		    "message over the broker's size limit");
 		return NULL;
 	}
-	if ((msg = msg_new(b, cred, payload.len, origin, &err)) == NULL) {
+	if ((msg = msg_new(b, cred, len, fd, origin, &err)) == NULL) {
 		if (err == -EDQUOT)
 			b->n.err_quota++;
 		conn_reply_error(c, req_id, -err, 0, err == -EDQUOT ?
@@ -1142,8 +1275,20 @@ conn_make_msg(struct conn *c, uint64_t req_id, uint32_t flags,
 		    "out of memory");
 		return NULL;
 	}
-	if (msg->len)
+	if (fd >= 0) {
+		/* The message owns it now.  Past the broker's share of
+		 * descriptors the bytes are read in instead. */
+		c->frame_fd = -1;
+		if (b->fds_held > b->max_fds_held &&
+		    msg_materialize(b, &msg) < 0) {
+			conn_reply_error(c, req_id, ENOMEM, 0,
+			    "cannot hold the message");
+			msg_free(msg);
+			return NULL;
+		}
+	} else if (msg->len) {
 		memcpy(msg->data, payload.p, msg->len);
+	}
 	msg->sender_conn = c->id;
 	msg->sender_req = req_id;
 	if (flags & WIRE_SEND_ASYNC)
@@ -1178,8 +1323,16 @@ conn_on_send(struct conn *c, const struct wire_frame *f)
 	if (!link_is_self(c->b, &a)) {
 		/* For another host: the link answers when it does. */
 		if ((msg = conn_make_msg(c, f->id, s->flags, s->payload,
-		    &c->cred, NULL)) != NULL)
-			link_send(c->b, c, f->id, &a, msg, s->timeout_ms);
+		    &c->cred, NULL)) == NULL)
+			return;
+		/* A link carries bytes, not descriptors. */
+		if (msg_materialize(c->b, &msg) < 0) {
+			conn_reply_error(c, f->id, ENOMEM, 0,
+			    "cannot read the message");
+			msg_free(msg);
+			return;
+		}
+		link_send(c->b, c, f->id, &a, msg, s->timeout_ms);
 		return;
 	}
 	if ((m = conn_resolve_addr(c, f->id, &a, ACCESS_WRITE,
@@ -1509,7 +1662,7 @@ conn_on_peek(struct conn *c, const struct wire_frame *f)
 		return;
 	for (struct msg *msg = m->q.head;
 	    msg != NULL && n < f->b.peek.max_count; msg = msg->next, n++)
-		conn_reply_deliver(c, f->id, m, msg);
+		conn_reply_deliver(c, f->id, m, msg, 0);
 	conn_reply_ok(c, f->id);
 }
 
@@ -1741,7 +1894,23 @@ conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 			break;
 		}
 		off += (size_t)flen;
+		if (f.type == WIRE_SEND && (f.b.send.flags & WIRE_SEND_FD) &&
+		    c->kind == CONN_LOCAL && c->state == CONN_READY) {
+			/* Its descriptor came first: the oldest unclaimed. */
+			if (c->nfdq == 0) {
+				conn_violation(c, f.id, EPROTO, "a memfd SEND "
+				    "without its descriptor");
+				break;
+			}
+			c->frame_fd = c->fdq[0];
+			memmove(c->fdq, c->fdq + 1,
+			    --c->nfdq * sizeof(c->fdq[0]));
+		}
 		conn_dispatch(c, &f);
+		if (c->frame_fd >= 0) {
+			close(c->frame_fd);	/* not taken: refused */
+			c->frame_fd = -1;
+		}
 	}
 	return off;
 }
@@ -1781,8 +1950,14 @@ conn_read_once(struct conn *c, uint8_t *buf, size_t size)
 {
 	int n, tw = 0;
 
-	if (c->tls == NULL)
-		return readSocket(c->watch.fd, buf, (int)size);
+	if (c->tls == NULL) {
+		int fds[CONN_FDS_MAX], nfds = CONN_FDS_MAX - (int)c->nfdq;
+
+		n = readSocketFds(c->watch.fd, buf, (int)size, fds, &nfds);
+		for (int i = 0; n > 0 && i < nfds; i++)
+			c->fdq[c->nfdq++] = fds[i];
+		return n;
+	}
 	n = (int)tls_read(c->tls, buf, size, &tw);
 	c->tls_want_write = n < 0 && errno == EAGAIN && tw == POLLOUT;
 	return n;
@@ -1832,6 +2007,12 @@ conn_read(struct conn *c)
 			dst = c->in + c->in_len;
 		}
 		n = conn_read_once(c, dst, want);
+		if (n < 0 && errno == EBADMSG) {
+			c->b->n.err_proto++;
+			log_warn("conn %llu (pid %d): more descriptors than "
+			    "frames that claim them; closing",
+			    (unsigned long long)c->id, (int)c->cred.pid);
+		}
 		if (n == 0 || (n < 0 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)) {
 			if (c->link != NULL)
@@ -1886,6 +2067,16 @@ conn_read(struct conn *c)
 		}
 		budget -= (size_t)n;
 	}
+}
+
+void
+conn_drain(struct conn *c)
+{
+	/* Bounded: a socket buffer holds a few MiB at most, and a
+	 * descriptor shared with a child that lives on never ends. */
+	for (int i = 0; i < 64 && c->state != CONN_DEAD &&
+	    !conn_throttled(c); i++)
+		conn_read(c);
 }
 
 /* Our side of a link: did the TCP connect work? */

@@ -413,7 +413,7 @@ static void
 mbox_deliver(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg)
 {
-	conn_reply_deliver(c, req_id, m, msg);
+	conn_reply_deliver(c, req_id, m, msg, 1);
 	c->msgs_received++;
 	m->msgs_out++;
 	b->n.msgs_out++;

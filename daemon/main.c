@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,30 @@ main_write_pidfile(const char *path)
 		return -1;
 	}
 	return 0;
+}
+
+/* Descriptors: connections and memfd messages both need them.  The soft
+ * limit is raised to the hard one, and memfd messages may hold half of
+ * it; past that their payloads are read into memory instead. */
+static void
+broker_fd_limit(struct broker *b)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+		b->max_fds_held = 256;
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t cur = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			rl.rlim_cur = cur;
+	}
+	b->max_fds_held = rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur / 2 > UINT32_MAX ? UINT32_MAX / 2 :
+	    (uint32_t)(rl.rlim_cur / 2);
 }
 
 int
@@ -623,6 +648,7 @@ main(int argc, char **argv)
 			snprintf(h, sizeof(h), "localhost");
 		link_name(h, tcp_port, b.name, sizeof(b.name));
 	}
+	broker_fd_limit(&b);
 	if ((b.loop = loop_new()) == NULL || mbox_table_init(&b) < 0 ||
 	    proc_table_init(&b) < 0 ||
 	    nonblockSocket(b.listen_fd, 1) < 0) {

@@ -207,6 +207,14 @@ proc_on_exit(struct loop_watch *w, uint32_t events)
 	struct proc *p = w->data;
 
 	(void)events;
+	if (p->dying)
+		return;
+	/* What it sent before it exited is still in its sockets: taken
+	 * first, as a closed socket's last bytes would be. */
+	for (struct conn *c = p->conns, *next; c != NULL; c = next) {
+		next = c->pnext;
+		conn_drain(c);
+	}
 	if (!p->dying)
 		proc_destroy(p->b, p, ESRCH, "the process exited");
 }

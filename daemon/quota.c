@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* Users are few; a fixed table keeps lookups O(1) for them. */
 #define QUOTA_BUCKETS 256
@@ -52,11 +53,12 @@ quota_free_all(struct broker *b)
 }
 
 struct msg *
-msg_new(struct broker *b, const struct ucred *from, size_t len,
+msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
     const char *origin, int *err)
 {
 	struct quota *q = quota_get(b, from->uid);
 	size_t olen = origin ? strlen(origin) + 1 : 0;
+	size_t dlen = fd >= 0 ? 0 : len;
 	struct msg *msg;
 
 	if (q == NULL) {
@@ -69,7 +71,7 @@ msg_new(struct broker *b, const struct ucred *from, size_t len,
 		*err = -EDQUOT;
 		return NULL;
 	}
-	if ((msg = malloc(sizeof(*msg) + len + olen)) == NULL) {
+	if ((msg = malloc(sizeof(*msg) + dlen + olen)) == NULL) {
 		*err = -ENOMEM;
 		return NULL;
 	}
@@ -82,12 +84,52 @@ msg_new(struct broker *b, const struct ucred *from, size_t len,
 	msg->uid = from->uid;
 	msg->gid = from->gid;
 	msg->len = (uint32_t)len;
+	msg->fd = fd;
+	if (fd >= 0)
+		b->fds_held++;
+	msg->b = b;
 	if (origin != NULL) {
-		memcpy(msg->data + len, origin, olen);
-		msg->origin = (const char *)msg->data + len;
+		memcpy(msg->data + dlen, origin, olen);
+		msg->origin = (const char *)msg->data + dlen;
 	}
 	q->bytes += len;
 	return msg;
+}
+
+int
+msg_materialize(struct broker *b, struct msg **msgp)
+{
+	struct msg *old = *msgp, *msg;
+	size_t olen = old->origin ? strlen(old->origin) + 1 : 0;
+	size_t got = 0;
+
+	if (old->fd < 0)
+		return 0;
+	if ((msg = malloc(sizeof(*msg) + old->len + olen)) == NULL)
+		return -ENOMEM;
+	*msg = *old;
+	while (got < old->len) {
+		ssize_t n = pread(old->fd, msg->data + got, old->len - got,
+		    (off_t)got);
+
+		if (n <= 0) {
+			int err = n < 0 ? errno : EIO;
+
+			free(msg);
+			return -err;
+		}
+		got += (size_t)n;
+	}
+	if (olen) {
+		memcpy(msg->data + old->len, old->origin, olen);
+		msg->origin = (const char *)msg->data + old->len;
+	}
+	msg->fd = -1;
+	close(old->fd);
+	b->fds_held--;
+	free(old);
+	*msgp = msg;
+	return 0;
 }
 
 void
@@ -96,5 +138,9 @@ msg_free(struct msg *msg)
 	if (msg == NULL)
 		return;
 	msg->quota->bytes -= msg->len;
+	if (msg->fd >= 0) {
+		close(msg->fd);
+		msg->b->fds_held--;
+	}
 	free(msg);
 }

@@ -19,8 +19,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <uuid/uuid.h>
@@ -51,6 +54,17 @@ struct ipc_stash {
 /* ipc_send_more() writes once this much is batched.  Picked: some 250
  * small frames per write, well inside a UNIX socket's buffer. */
 #define IPC_BATCH_BYTES (32u << 10)
+/* Payloads of at least $IPC_MEMFD_MIN bytes go in a sealed memfd whose
+ * descriptor is passed (UNIX sockets): the broker moves the descriptor,
+ * not the bytes.  Off unless the environment sets it: on this project's
+ * 2-core VMs filling a memfd (shmem pages allocated, zeroed and charged
+ * one by one) costs more than the copies it saves (doc/performance.md),
+ * and a sender that exits right after async memfd sends can lose the
+ * last of them (under investigation). */
+#define IPC_MEMFD_MIN 0
+/* Descriptors received and not yet matched to their DELIVER frames.  A
+ * read stops after a message that carries one, so few wait. */
+#define IPC_FDQ_MAX 32
 /* Receive streams (prefetch) one connection keeps, one per mailbox. */
 #define IPC_STREAMS_MAX 16
 
@@ -90,6 +104,18 @@ struct ipc_conn {
 	uint8_t *pend;
 	size_t pend_off, pend_len, pend_cap;
 	size_t batch_next;		/* ipc_send_more writes at this much */
+	/* A memfd going out with the frame at pend + pend_fd_at (one at a
+	 * time; -1: none), and the one for the frame being queued. */
+	size_t memfd_min;		/* IPC_MEMFD_MIN, or the environment's;
+					 * 0: never */
+	int pend_fd, next_fd;
+	size_t pend_fd_at;
+	/* Descriptors received (memfd messages), oldest first, and the
+	 * mapping of the frame handed out last. */
+	int fdq[IPC_FDQ_MAX];
+	unsigned nfdq;
+	void *frame_map;
+	size_t frame_map_len;
 	/* Ids of messages handed to the application, not yet acked. */
 	uint64_t acks[IPC_ACK_BATCH];
 	unsigned nacks;
@@ -119,6 +145,7 @@ struct ipc_conn {
 };
 
 static int ipc_frame_buffered(const struct ipc_conn *c);
+static size_t ipc_memfd_min(void);
 
 /* Keep stash_fd readable exactly while the application has something
  * the library already read: a stashed message or failure reports. */
@@ -259,9 +286,15 @@ ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
 static long
 ipc_io_read(struct ipc_conn *c, void *buf, size_t len)
 {
-	if (c->tls == NULL)
-		return readSocket(c->fd, buf, len > INT_MAX ? INT_MAX :
-		    (int)len);
+	if (c->tls == NULL) {
+		int fds[IPC_FDQ_MAX], nfds = IPC_FDQ_MAX - (int)c->nfdq;
+		int n = readSocketFds(c->fd, buf, len > INT_MAX ? INT_MAX :
+		    (int)len, fds, &nfds);
+
+		for (int i = 0; n > 0 && i < nfds; i++)
+			c->fdq[c->nfdq++] = fds[i];
+		return n;
+	}
 	for (;;) {
 		int want = POLLIN;
 		long n = tls_read(c->tls, buf, len, &want);
@@ -282,8 +315,28 @@ ipc_flush_pending(struct ipc_conn *c, int wait)
 {
 	while (c->pend_off < c->pend_len) {
 		size_t left = c->pend_len - c->pend_off;
-		long n = ipc_io_write(c, c->pend + c->pend_off, left, wait);
+		long n;
 
+		if (c->pend_fd >= 0 && c->pend_off == c->pend_fd_at) {
+			/* The memfd rides with this byte. */
+			n = writeSomeSocketFd(c->fd, c->pend + c->pend_off,
+			    left > INT_MAX ? INT_MAX : (int)left, c->pend_fd);
+			if (n < 0 && wait && (errno == EAGAIN ||
+			    errno == EWOULDBLOCK)) {
+				if (ipc_tls_wait(c, POLLOUT, -1) < 0)
+					n = -1;
+				else
+					continue;
+			}
+			if (n > 0) {
+				close(c->pend_fd);
+				c->pend_fd = -1;
+			}
+		} else {
+			if (c->pend_fd >= 0)
+				left = c->pend_fd_at - c->pend_off;
+			n = ipc_io_write(c, c->pend + c->pend_off, left, wait);
+		}
 		if (n < 0) {
 			if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK))
 				return -EAGAIN;
@@ -307,6 +360,8 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 
 	if (f != NULL && flen == 0)
 		return -EINVAL;
+	if (c->next_fd >= 0 && c->pend_fd >= 0)
+		return -EAGAIN;		/* one memfd on its way at a time */
 	if (c->nacks > 0) {
 		for (unsigned i = 0; i < c->nacks; i++)
 			wire_put64(ids + 8 * i, c->acks[i]);
@@ -327,6 +382,8 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 			memmove(c->pend, c->pend + c->pend_off,
 			    c->pend_len - c->pend_off);
 			c->pend_len -= c->pend_off;
+			if (c->pend_fd >= 0)
+				c->pend_fd_at -= c->pend_off;
 			c->pend_off = 0;
 			need = c->pend_len + len;
 		}
@@ -344,6 +401,13 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 		wire_encode(&ack, c->pend + c->pend_len, alen);
 	if (f != NULL)
 		wire_encode(f, c->pend + c->pend_len + alen, flen);
+	if (c->next_fd >= 0) {
+		/* The broker pairs descriptors with memfd SENDs in order:
+		 * riding with the ACK before it is as good. */
+		c->pend_fd = c->next_fd;
+		c->pend_fd_at = c->pend_len;
+		c->next_fd = -1;
+	}
 	c->pend_len += len;
 	c->nacks = 0;
 	return 0;
@@ -398,6 +462,39 @@ ipc_poll(struct ipc_conn *c, int timeout_ms)
 	return r == 0 ? -ETIMEDOUT : 0;
 }
 
+/* A DELIVER whose payload is a memfd: its descriptor is the oldest
+ * received; the payload is mapped (read-only, until the next frame is
+ * read), so every reader of frames sees bytes as for any other.  0, or
+ * -EPROTO (no descriptor, or not a memfd of a size the broker allows),
+ * -ENOMEM. */
+static int
+ipc_map_payload(struct ipc_conn *c, struct wire_deliver *d)
+{
+	struct stat st;
+	void *p = NULL;
+	int fd, err = 0;
+
+	if (c->nfdq == 0)
+		return -EPROTO;
+	fd = c->fdq[0];
+	memmove(c->fdq, c->fdq + 1, --c->nfdq * sizeof(c->fdq[0]));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size > c->max_payload || d->payload.len != 0)
+		err = -EPROTO;
+	else if (st.st_size > 0 && (p = mmap(NULL, (size_t)st.st_size,
+	    PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0)) == MAP_FAILED)
+		err = -ENOMEM;
+	close(fd);
+	if (err < 0)
+		return err;
+	c->frame_map = p;
+	c->frame_map_len = (size_t)st.st_size;
+	d->payload.p = p;
+	d->payload.len = (size_t)st.st_size;
+	d->flags &= ~WIRE_DELIVER_FD;
+	return 0;
+}
+
 /* Read the next frame into f (borrowing from c->in until the next
  * call).  timeout_ms bounds the wait for its first byte.  Returns 0, or
  * -ECONNRESET (broker gone), -EPROTO (a frame that does not validate),
@@ -412,6 +509,10 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 	/* Drop the frame handed out last time. */
 	c->in_off += c->in_used;
 	c->in_used = 0;
+	if (c->frame_map != NULL) {
+		munmap(c->frame_map, c->frame_map_len);
+		c->frame_map = NULL;
+	}
 	if (c->in_off == c->in_len)
 		c->in_off = c->in_len = 0;
 	for (;;) {
@@ -435,6 +536,12 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 			if (f->type == WIRE_BYE) {
 				c->broken = 1;
 				return -ECONNRESET;
+			}
+			if (f->type == WIRE_DELIVER &&
+			    (f->b.deliver.flags & WIRE_DELIVER_FD) &&
+			    (r = ipc_map_payload(c, &f->b.deliver)) < 0) {
+				c->broken = 1;
+				return r;
 			}
 			return 0;
 		}
@@ -827,6 +934,8 @@ ipc_open(const char *where)
 	/* Until WELCOME says otherwise, accept small frames only. */
 	c->max_payload = 4096;
 	c->batch_next = IPC_BATCH_BYTES;
+	c->pend_fd = c->next_fd = -1;
+	c->memfd_min = ipc_memfd_min();
 	c->poll_fd = c->stash_fd = -1;
 	c->fd = -1;
 	if (tls) {
@@ -878,6 +987,14 @@ ipc_close(struct ipc_conn *c)
 	if (c->fd >= 0)
 		closeSocket(c->fd);
 	free(c->pend);
+	if (c->pend_fd >= 0)
+		close(c->pend_fd);
+	if (c->next_fd >= 0)
+		close(c->next_fd);
+	while (c->nfdq > 0)
+		close(c->fdq[--c->nfdq]);
+	if (c->frame_map != NULL)
+		munmap(c->frame_map, c->frame_map_len);
 	free(c->fails);
 	if (c->poll_fd >= 0)
 		close(c->poll_fd);
@@ -1099,6 +1216,86 @@ ipc_mbox_delete(struct ipc_conn *c, const char *name)
 
 /* --- messages ----------------------------------------------------------- */
 
+/* The memfd threshold: $IPC_MEMFD_MIN (bytes; 0 or unset: off). */
+static size_t
+ipc_memfd_min(void)
+{
+	const char *e = getenv("IPC_MEMFD_MIN");
+	char *end;
+	unsigned long long v;
+
+	if (e == NULL || *e == '\0')
+		return IPC_MEMFD_MIN;
+	errno = 0;
+	v = strtoull(e, &end, 10);
+	if (errno != 0 || *end != '\0' || v > SIZE_MAX)
+		return IPC_MEMFD_MIN;
+	return (size_t)v;
+}
+
+/* A sealed memfd holding buf (len bytes), or -errno.  Sealed against
+ * writes and resizing, so that what the broker checks and hands on is
+ * what was sent, whatever this process does later. */
+static int
+ipc_make_memfd(const void *buf, size_t len)
+{
+	const int seals = F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW |
+	    F_SEAL_SEAL;
+	size_t off = 0;
+	int fd, err;
+
+	if ((fd = memfd_create("libipc", MFD_CLOEXEC |
+	    MFD_ALLOW_SEALING)) < 0)
+		return -errno;
+	/* write(), not a mapping: populating a shared writable mapping
+	 * measured ten times slower here. */
+	while (off < len) {
+		ssize_t n = write(fd, (const uint8_t *)buf + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			goto fail;
+		off += (size_t)n;
+	}
+	if (fcntl(fd, F_ADD_SEALS, seals) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = errno ? errno : EIO;
+	close(fd);
+	return -err;
+}
+
+/* Make req's payload go as a memfd when it is large and the broker is
+ * local; a memfd that cannot be made leaves it inline.  The descriptor
+ * goes with the next frame queued (c->next_fd). */
+static void
+ipc_send_by_memfd(struct ipc_conn *c, struct wire_frame *req)
+{
+	struct wire_send *s = &req->b.send;
+	int fd;
+
+	if (c->memfd_min == 0 || s->payload.len < c->memfd_min ||
+	    c->tls != NULL ||
+	    (fd = ipc_make_memfd(s->payload.p, s->payload.len)) < 0)
+		return;
+	c->next_fd = fd;
+	s->flags |= WIRE_SEND_FD;
+	s->payload.p = NULL;
+	s->payload.len = 0;
+}
+
+/* A send that did not go: its memfd is not needed. */
+static void
+ipc_drop_next_fd(struct ipc_conn *c)
+{
+	if (c->next_fd >= 0) {
+		close(c->next_fd);
+		c->next_fd = -1;
+	}
+}
+
 static uint32_t
 ipc_wire_timeout(int timeout_ms)
 {
@@ -1124,7 +1321,13 @@ ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.dest = wire_str(to);
 	req.b.send.payload.p = buf;
 	req.b.send.payload.len = len;
-	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
+	/* A memfd waiting to go goes first (one at a time). */
+	if (c->pend_fd >= 0 && (r = ipc_flush_pending(c, 1)) < 0)
+		return ipc_fail(r);
+	ipc_send_by_memfd(c, &req);
+	r = ipc_call(c, &req, &rep, NULL);
+	ipc_drop_next_fd(c);
+	if (r < 0)
 		return ipc_fail(r);
 	if (rep.type != WIRE_SENT)
 		return ipc_fail(-EPROTO);
@@ -1173,7 +1376,13 @@ ipc_send_nowait(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.dest = wire_str(to);
 	req.b.send.payload.p = buf;
 	req.b.send.payload.len = len;
-	if ((r = ipc_queue_frame(c, &req)) < 0)
+	if (c->memfd_min > 0 && len >= c->memfd_min && c->pend_fd >= 0 &&
+	    (r = ipc_flush_pending(c, 0)) < 0)
+		return ipc_fail(r);
+	ipc_send_by_memfd(c, &req);
+	r = ipc_queue_frame(c, &req);
+	ipc_drop_next_fd(c);
+	if (r < 0)
 		return ipc_fail(r);
 	/* A batch is written once it is big enough; if the socket is full
 	 * the next try waits for another batch's worth, not one syscall

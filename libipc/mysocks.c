@@ -507,6 +507,100 @@ readSocket(int ch, void *buf, int n)
 }
 
 int
+writeSomeSocketFd(int ch, const void *buf, int n, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = { .iov_base = (void *)buf, .iov_len = (size_t)n };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *cm;
+	ssize_t w;
+
+	if (mysocks_check_io(ch, buf, n) < 0)
+		return -1;
+	if (n == 0 || fd < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	memset(&ctl, 0, sizeof(ctl));
+	cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	do
+		w = sendmsg(ch, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	return (int)w;
+}
+
+/* Descriptors one read may carry; a peer of ours sends one per frame,
+ * and a read spans few frames with one. */
+#define MYSOCKS_FDS_MAX 32
+
+int
+readSocketFds(int ch, void *buf, int n, int *fds, int *nfds)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * MYSOCKS_FDS_MAX)];
+	} ctl;
+	struct iovec iov = { .iov_base = buf, .iov_len = (size_t)n };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	int room = nfds != NULL ? *nfds : 0, got = 0, bad = 0;
+	ssize_t r;
+
+	if (ch < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	if (n <= 0 || buf == NULL || nfds == NULL || (room > 0 &&
+	    fds == NULL)) {
+		errno = EINVAL;
+		return -1;
+	}
+	*nfds = 0;
+	do
+		r = recvmsg(ch, &m, MSG_CMSG_CLOEXEC);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&m); cm != NULL;
+	    cm = CMSG_NXTHDR(&m, cm)) {
+		size_t k;
+
+		if (cm->cmsg_level != SOL_SOCKET ||
+		    cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int),
+			    sizeof(int));
+			if (got < room)
+				fds[got++] = fd;
+			else {
+				close(fd);
+				bad = 1;
+			}
+		}
+	}
+	if (bad || (m.msg_flags & MSG_CTRUNC)) {
+		while (got > 0)
+			close(fds[--got]);
+		errno = EBADMSG;
+		return -1;
+	}
+	*nfds = got;
+	return (int)r;
+}
+
+int
 readFullSocket(int ch, void *buf, int n)
 {
 	char *p = buf;

@@ -107,6 +107,25 @@ int writeSomeSocket(int ch, const void *buf, int n);
 int readSocket(int ch, void *buf, int n);
 
 /*
+ * writeSomeSocketFd - writeSomeSocket() on a UNIX socket, passing the
+ * descriptor fd (SCM_RIGHTS) with the first byte.  The receiver gets its
+ * own copy; the caller still owns fd.  Returns the bytes written (at
+ * least 1 when the descriptor went), or -1 with errno (EAGAIN: nothing
+ * went, the descriptor neither).
+ */
+int writeSomeSocketFd(int ch, const void *buf, int n, int fd);
+
+/*
+ * readSocketFds - readSocket() on a UNIX socket that may carry
+ * descriptors: up to *nfds (in: the room in fds) arrive in fds, in the
+ * order they were sent, and *nfds says how many.  Descriptors beyond
+ * the room, or cut off by the kernel (MSG_CTRUNC), are closed and the
+ * read fails with EBADMSG: a peer that sends them breaks the protocol.
+ * Received descriptors are close-on-exec.
+ */
+int readSocketFds(int ch, void *buf, int n, int *fds, int *nfds);
+
+/*
  * readFullSocket - read exactly n bytes, waiting as needed.  Returns n,
  * 0 when the peer closed before the first byte, or -1 with errno
  * (ECONNRESET when the peer closed part-way through).

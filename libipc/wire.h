@@ -101,8 +101,14 @@ enum wire_link_state {
 #define WIRE_SEND_ASYNC		0x1u	/* no SENT; failures come as ERROR
 					 * or FAILED with this request's id;
 					 * the broker never waits for room */
+#define WIRE_SEND_FD		0x2u	/* the payload is a sealed memfd
+					 * passed with SCM_RIGHTS (UNIX
+					 * socket only); payload empty */
 /* DELIVER flags */
 #define WIRE_DELIVER_REDELIVERED 0x1u	/* handed out before, never acked */
+#define WIRE_DELIVER_FD		0x2u	/* the payload is the sealed memfd
+					 * passed with this frame; payload
+					 * empty */
 /* Most message ids in one ACK. */
 #define WIRE_ACK_MAX		4096u
 
