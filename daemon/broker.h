@@ -435,9 +435,14 @@ void conn_close(struct conn *c);
 /* Tell the monitors that may see it: pid/uid did kind to subject (m,
  * when it is a mailbox, decides who may see it).  Costs one test when
  * nobody monitors. */
-void conn_event(struct broker *b, enum broker_event kind, uint32_t pid,
+void conn_event_send(struct broker *b, enum broker_event kind, uint32_t pid,
     uint32_t uid, const struct mbox *m, const char *subject,
     uint64_t msg_id, uint64_t len, int err);
+/* Tell the monitors, if any (checked here: twice per message). */
+#define conn_event(b, ...) do {						\
+	if ((b)->monitors != NULL)					\
+		conn_event_send((b), __VA_ARGS__);			\
+} while (0)
 /* Tell every client the broker stops, and close them all. */
 void conn_close_all(struct broker *b, const char *why);
 /* Accept every pending TCP connection (TLS first). */

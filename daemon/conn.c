@@ -548,7 +548,7 @@ conn_push(struct conn *c, const struct wire_frame *f)
 			c->out_cap = cap;
 		}
 	}
-	wire_encode(f, c->out + c->out_len, c->out_cap - c->out_len);
+	wire_encode_len(f, len, c->out + c->out_len, c->out_cap - c->out_len);
 	c->out_len += len;
 	conn_want_flush(c);
 }
@@ -565,7 +565,7 @@ conn_may_see(const struct conn *mc, uint32_t uid, const struct mbox *m)
 }
 
 void
-conn_event(struct broker *b, enum broker_event kind, uint32_t pid,
+conn_event_send(struct broker *b, enum broker_event kind, uint32_t pid,
     uint32_t uid, const struct mbox *m, const char *subject,
     uint64_t msg_id, uint64_t len, int err)
 {

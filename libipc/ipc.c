@@ -398,9 +398,9 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 		}
 	}
 	if (alen > 0)
-		wire_encode(&ack, c->pend + c->pend_len, alen);
+		wire_encode_len(&ack, alen, c->pend + c->pend_len, alen);
 	if (f != NULL)
-		wire_encode(f, c->pend + c->pend_len + alen, flen);
+		wire_encode_len(f, flen, c->pend + c->pend_len + alen, flen);
 	if (c->next_fd >= 0) {
 		/* The broker pairs descriptors with memfd SENDs in order:
 		 * riding with the ACK before it is as good. */

@@ -398,10 +398,17 @@ wire_encoded_len(const struct wire_frame *f)
 long
 wire_encode(const struct wire_frame *f, uint8_t *out, size_t cap)
 {
+	return wire_encode_len(f, wire_encoded_len(f), out, cap);
+}
+
+long
+wire_encode_len(const struct wire_frame *f, size_t len, uint8_t *out,
+    size_t cap)
+{
 	const struct wire_type_desc *d = wire_desc(f->type);
 	const struct wire_field *fl;
 	const struct wire_bytes *b;
-	size_t len = wire_encoded_len(f), off = WIRE_HDR_LEN;
+	size_t off = WIRE_HDR_LEN;
 
 	if (len == 0 || d == NULL)
 		return -EINVAL;

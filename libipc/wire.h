@@ -382,6 +382,10 @@ size_t wire_encoded_len(const struct wire_frame *f);
  * -EINVAL when f cannot be encoded, -ENOBUFS when cap is too small.
  */
 long wire_encode(const struct wire_frame *f, uint8_t *out, size_t cap);
+/* wire_encode() with len = wire_encoded_len(f) known already (the
+ * caller sized its buffer with it). */
+long wire_encode_len(const struct wire_frame *f, size_t len, uint8_t *out,
+    size_t cap);
 
 /* The name of a frame type for logs ("SEND"), "?" when unknown. */
 const char *wire_type_name(uint16_t type);
