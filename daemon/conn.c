@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -1255,8 +1256,13 @@ conn_make_msg(struct conn *c, uint64_t req_id, uint32_t flags,
 		const char *why = conn_check_memfd(c, payload, &len);
 
 		if (why != NULL) {
-			conn_reply_error(c, req_id, strcmp(why, "too big") ?
-			    EINVAL : EMSGSIZE, b->lim.max_payload, why);
+			int big = strcmp(why, "too big") == 0;
+
+			if (big)
+				b->n.err_msgsize++;
+			conn_reply_error(c, req_id, big ? EMSGSIZE : EINVAL,
+			    b->lim.max_payload, big ?
+			    "message over the broker's size limit" : why);
 			return NULL;
 		}
 		fd = c->frame_fd;
@@ -2072,11 +2078,19 @@ conn_read(struct conn *c)
 void
 conn_drain(struct conn *c)
 {
-	/* Bounded: a socket buffer holds a few MiB at most, and a
-	 * descriptor shared with a child that lives on never ends. */
-	for (int i = 0; i < 64 && c->state != CONN_DEAD &&
-	    !conn_throttled(c); i++)
+	/* Until the socket is empty (a read that carried a descriptor
+	 * ends early, so a short read does not say so), or throttled.
+	 * Bounded: a descriptor shared with a child that lives on may
+	 * never run dry. */
+	for (int i = 0; i < 65536 && c->state != CONN_DEAD &&
+	    !conn_throttled(c); i++) {
+		int queued = 0;
+
+		if (c->tls == NULL && (ioctl(c->watch.fd, FIONREAD,
+		    &queued) < 0 || queued == 0))
+			break;
 		conn_read(c);
+	}
 }
 
 /* Our side of a link: did the TCP connect work? */

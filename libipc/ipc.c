@@ -58,9 +58,7 @@ struct ipc_stash {
  * descriptor is passed (UNIX sockets): the broker moves the descriptor,
  * not the bytes.  Off unless the environment sets it: on this project's
  * 2-core VMs filling a memfd (shmem pages allocated, zeroed and charged
- * one by one) costs more than the copies it saves (doc/performance.md),
- * and a sender that exits right after async memfd sends can lose the
- * last of them (under investigation). */
+ * one by one) costs more than the copies it saves (doc/performance.md). */
 #define IPC_MEMFD_MIN 0
 /* Descriptors received and not yet matched to their DELIVER frames.  A
  * read stops after a message that carries one, so few wait. */

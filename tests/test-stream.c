@@ -25,6 +25,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -36,7 +37,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -44,8 +47,10 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "mysocks.h"
 #include "testutil.h"
 #include "testbroker.h"
+#include "wire.h"
 
 /* The uid and gid a child takes to be "another user". */
 #define NOBODY		65534
@@ -1756,6 +1761,1148 @@ test_large_messages_stream_past_buffers_in_order(void **state)
 	broker_stop(&f->b);
 }
 
+/* === 7. large payloads in sealed memfds ================================== */
+
+/*
+ * With IPC_MEMFD_MIN set when a connection is opened, its sends of at
+ * least that many bytes go as a sealed memfd passed with the SEND frame
+ * (SCM_RIGHTS); the broker keeps the descriptor while the message is
+ * queued or delivered and not acknowledged, and passes a copy of it
+ * with the DELIVER.  What the broker holds is read from /proc/PID/fd:
+ * one more descriptor per memfd message it keeps.
+ */
+
+#define MEMFD_MIN	65536u
+#define MEMFD_MIN_TEXT	"65536"
+#define MEMFD_BIG	(1u << 20)
+/* The async run: messages, and the size of each. */
+#define MF_ASYNC_N	200u
+#define MF_ASYNC_LEN	(128u << 10)
+
+/* A connection opened with $IPC_MEMFD_MIN = min (the library reads it in
+ * ipc_open()); the variable is as it was before once ipc_open() has
+ * returned, whatever happens next. */
+static struct ipc_conn *
+fix_open_memfd(struct fix *f, const char *min)
+{
+	const char *was = getenv("IPC_MEMFD_MIN");
+	char *saved = was != NULL ? strdup(was) : NULL;
+	struct ipc_conn *c;
+	int err;
+
+	assert_true(f->nconns < FIX_MAX);
+	if (was != NULL && saved == NULL)
+		fail_msg("strdup: out of memory");
+	if (setenv("IPC_MEMFD_MIN", min, 1) < 0) {
+		free(saved);
+		fail_msg("setenv: %s", strerror(errno));
+	}
+	c = ipc_open(f->b.where);
+	err = errno;
+	if (saved != NULL)
+		setenv("IPC_MEMFD_MIN", saved, 1);
+	else
+		unsetenv("IPC_MEMFD_MIN");
+	free(saved);
+	if (c == NULL)
+		fail_msg("ipc_open %s with IPC_MEMFD_MIN=%s: %s", f->b.where,
+		    min, strerror(err));
+	f->conns[f->nconns++] = c;
+	return c;
+}
+
+/* A descriptor the teardown closes (unless fix_fd_close did). */
+static int
+fix_fd(struct fix *f, int fd)
+{
+	assert_true(fd >= 0);
+	assert_true(f->nfds < FIX_MAX);
+	f->fds[f->nfds++] = fd;
+	return fd;
+}
+
+static void
+fix_fd_close(struct fix *f, int fd)
+{
+	for (int i = 0; i < f->nfds; i++)
+		if (f->fds[i] == fd) {
+			f->fds[i] = f->fds[--f->nfds];
+			break;
+		}
+	close(fd);
+}
+
+/* The descriptors process pid has open (0: this one), or -1. */
+static int
+fd_count(pid_t pid)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *d;
+	int n = 0;
+
+	if (pid > 0)
+		snprintf(path, sizeof(path), "/proc/%ld/fd", (long)pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/fd");
+	if ((d = opendir(path)) == NULL)
+		return -1;
+	while ((e = readdir(d)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+/* The broker's descriptors now; fail when they cannot be counted. */
+static int
+broker_fds(struct fix *f)
+{
+	int n = fd_count(f->b.proc.pid);
+
+	if (n < 0)
+		fail_msg("/proc/%ld/fd: %s", (long)f->b.proc.pid,
+		    strerror(errno));
+	return n;
+}
+
+/* Look until the broker holds want descriptors; fail at the deadline.
+ * Each look after the first waits for a round trip on w, so that the
+ * broker moves on between looks. */
+static void
+broker_fds_wait(struct fix *f, struct ipc_conn *w, int want,
+    const char *what)
+{
+	long long deadline = test_now_ms() + TEST_WAIT_MS;
+	int n;
+
+	for (;;) {
+		if ((n = broker_fds(f)) == want)
+			return;
+		if (test_now_ms() > deadline)
+			break;
+		(void)clients_of(w, 0);
+	}
+	fail_msg("%s: the broker holds %d descriptors, expected %d", what, n,
+	    want);
+}
+
+/* A memfd of len bytes of pattern tag, with seals added (0: none).
+ * The teardown closes it. */
+static int
+test_memfd(struct fix *f, size_t len, unsigned tag, int seals)
+{
+	uint8_t chunk[4096];
+	size_t off = 0;
+	int fd = memfd_create("test-stream", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+
+	if (fd < 0)
+		fail_msg("memfd_create: %s", strerror(errno));
+	fix_fd(f, fd);
+	while (off < len) {
+		size_t n = len - off < sizeof(chunk) ? len - off :
+		    sizeof(chunk);
+
+		for (size_t i = 0; i < n; i++)
+			chunk[i] = (uint8_t)((off + i) * 13 + tag * 101 + 1);
+		if (write_full(fd, chunk, n) < 0)
+			fail_msg("write memfd: %s", strerror(errno));
+		off += n;
+	}
+	if (seals != 0 && fcntl(fd, F_ADD_SEALS, seals) < 0)
+		fail_msg("F_ADD_SEALS: %s", strerror(errno));
+	return fd;
+}
+
+/* Do the len bytes at p hold what test_memfd(len, tag) wrote? */
+static int
+memfd_bytes_ok(const void *p, size_t len, unsigned tag)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < len; i++)
+		if (b[i] != (uint8_t)(i * 13 + tag * 101 + 1))
+			return 0;
+	return 1;
+}
+
+#define MEMFD_SEALED	(F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | \
+			    F_SEAL_SEAL)
+
+/* A well-behaved client still gets its messages through. */
+static void
+good_round(struct ipc_conn *g, const char *box, uint64_t seq)
+{
+	send_seq(g, box, 0, seq);
+	expect_seq(g, box, TEST_WAIT_MS, seq);
+}
+
+/* --- raw connections: frames encoded here, descriptors sent by hand ----- */
+
+static int
+raw_open(struct fix *f)
+{
+	int fd = connectSocketUnix(f->b.path);
+
+	if (fd < 0)
+		fail_msg("connect %s: %s", f->b.path, strerror(errno));
+	return fix_fd(f, fd);
+}
+
+/* Write frame fr, with descriptor pass (-1: none) on its first byte. */
+static void
+raw_put(int fd, const struct wire_frame *fr, int pass)
+{
+	uint8_t buf[4096];
+	long n = wire_encode(fr, buf, sizeof(buf));
+	int w = 0;
+
+	assert_true(n > 0);
+	if (pass >= 0) {
+		w = writeSomeSocketFd(fd, buf, (int)n, pass);
+		if (w <= 0)
+			fail_msg("send with a descriptor: %s", strerror(errno));
+	}
+	if (w < n)
+		assert_int_equal(writeSocket(fd, buf + w, (int)n - w),
+		    (int)n - w);
+}
+
+/* Read n bytes, each wait bounded: n, 0 on EOF (or a reset) before the
+ * first byte, -1 otherwise. */
+static int
+raw_get_bytes(int fd, uint8_t *buf, size_t n)
+{
+	size_t got = 0;
+
+	while (got < n) {
+		int r;
+
+		if (test_wait_readable(fd, TEST_WAIT_MS) != 1)
+			return -1;
+		r = readSocket(fd, buf + got, (int)(n - got));
+		if (r == 0 || (r < 0 && errno == ECONNRESET))
+			return got == 0 ? 0 : -1;
+		if (r < 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return (int)n;
+}
+
+/* The next frame, decoded into fr (borrowing buf): 1, 0 when the broker
+ * closed, -1 on a timeout or a frame that does not decode. */
+static int
+raw_get(int fd, uint8_t *buf, size_t cap, struct wire_frame *fr)
+{
+	uint32_t len;
+	int r;
+
+	if ((r = raw_get_bytes(fd, buf, WIRE_HDR_LEN)) <= 0)
+		return r;
+	len = wire_get32(buf);
+	if (len < WIRE_HDR_LEN || len > cap)
+		return -1;
+	if (len > WIRE_HDR_LEN &&
+	    raw_get_bytes(fd, buf + WIRE_HDR_LEN, len - WIRE_HDR_LEN) <= 0)
+		return -1;
+	return wire_decode(buf, len, fr, NULL) == 0 ? 1 : -1;
+}
+
+/* The next frame must be a type answer to request id. */
+static void
+raw_expect(int fd, uint16_t type, uint64_t id, struct wire_frame *fr,
+    uint8_t *buf, size_t cap)
+{
+	int r = raw_get(fd, buf, cap, fr);
+
+	if (r != 1)
+		fail_msg("expected %s for #%llu: %s", wire_type_name(type),
+		    (unsigned long long)id, r == 0 ? "the broker closed" :
+		    "nothing, or a bad frame");
+	if (fr->type != type) {
+		if (fr->type == WIRE_ERROR)
+			fail_msg("expected %s for #%llu, got ERROR %u (%.*s)",
+			    wire_type_name(type), (unsigned long long)id,
+			    fr->b.error.code, (int)fr->b.error.text.len,
+			    (const char *)fr->b.error.text.p);
+		fail_msg("expected %s for #%llu, got %s", wire_type_name(type),
+		    (unsigned long long)id, wire_type_name(fr->type));
+	}
+	assert_int_equal(fr->id, id);
+}
+
+/* The next frame must be ERROR code for request id; returns its aux. */
+static uint32_t
+raw_expect_error(int fd, uint32_t code, uint64_t id)
+{
+	uint8_t buf[4096];
+	struct wire_frame fr;
+
+	raw_expect(fd, WIRE_ERROR, id, &fr, buf, sizeof(buf));
+	if (fr.b.error.code != code)
+		fail_msg("#%llu: ERROR %u (%.*s), expected %u",
+		    (unsigned long long)id, fr.b.error.code,
+		    (int)fr.b.error.text.len, (const char *)fr.b.error.text.p,
+		    code);
+	return fr.b.error.aux;
+}
+
+/* The broker has closed: EOF (or a reset), not another frame. */
+static void
+raw_expect_closed(int fd)
+{
+	uint8_t buf[4096];
+	struct wire_frame fr;
+	int r = raw_get(fd, buf, sizeof(buf), &fr);
+
+	if (r == 1)
+		fail_msg("expected the broker to close; it sent %s (id %llu)",
+		    wire_type_name(fr.type), (unsigned long long)fr.id);
+	if (r != 0)
+		fail_msg("expected the broker to close; it did not in %d ms",
+		    TEST_WAIT_MS);
+}
+
+static void
+raw_hello(int fd)
+{
+	struct wire_frame fr = { .type = WIRE_HELLO, .id = 1 };
+	uint8_t buf[4096];
+
+	fr.b.hello.magic = WIRE_MAGIC;
+	fr.b.hello.version_min = WIRE_VERSION;
+	fr.b.hello.version_max = WIRE_VERSION;
+	raw_put(fd, &fr, -1);
+	raw_expect(fd, WIRE_WELCOME, 1, &fr, buf, sizeof(buf));
+}
+
+/* A blocking SEND to box whose payload is the memfd passed with it
+ * (payload: what goes inline besides, which must be nothing). */
+static struct wire_frame
+raw_fd_send(uint64_t id, const char *box, const void *payload, size_t len)
+{
+	struct wire_frame fr = { .type = WIRE_SEND, .id = id };
+
+	fr.b.send.timeout_ms = 0;
+	fr.b.send.flags = WIRE_SEND_FD;
+	fr.b.send.dest = wire_str(box);
+	fr.b.send.payload.p = payload;
+	fr.b.send.payload.len = len;
+	return fr;
+}
+
+/* A request that claims no descriptor (MBOX_STAT of a mailbox that is
+ * not there: answered with ERROR NOENT). */
+static struct wire_frame
+raw_stat_missing(uint64_t id)
+{
+	struct wire_frame fr = { .type = WIRE_MBOX_STAT, .id = id };
+
+	fr.b.name.name = wire_str("no-such-box");
+	return fr;
+}
+
+/* Blocking sends, 1 MiB and around the threshold, to receivers with and
+ * without prefetch, plain and allocating: the bytes come out as they
+ * went in; while a memfd message is queued or unacknowledged the broker
+ * holds one descriptor more, and none once it is acknowledged; below
+ * the threshold, or with the variable at 0, no descriptor is held. */
+static void
+test_memfd_blocking_send_bytes_identical_broker_fd_until_ack(void **state)
+{
+	struct fix *f = *state;
+	static const size_t lens[] = { MEMFD_BIG, MEMFD_MIN, MEMFD_MIN - 1 };
+	struct ipc_conn *s, *off, *r[2], *w;
+	struct ipc_msg_info info;
+	uint8_t *want, *buf;
+	uint64_t seq = 0;
+	int base, self;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	off = fix_open_memfd(f, "0");
+	r[0] = fix_open(f);
+	r[1] = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "mf0", -1, -1);
+	box_create(w, "mf1", -1, -1);
+	assert_int_equal(ipc_set_prefetch(r[1], 16), 0);
+	want = fix_alloc(f, MEMFD_BIG);
+	buf = fix_alloc(f, MEMFD_BIG);
+	base = broker_fds(f);
+	self = fd_count(0);
+	assert_true(self > 0);
+
+	for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
+		for (int k = 0; k < 2; k++)
+			for (int alloc = 0; alloc < 2; alloc++) {
+				const char *box = k ? "mf1" : "mf0";
+				size_t len = lens[l];
+				int by_fd = len >= MEMFD_MIN, ok;
+				char what[128];
+				void *got = NULL;
+				ssize_t n;
+
+				snprintf(what, sizeof(what), "%zu bytes, %s "
+				    "receive%s", len, alloc ? "allocating" :
+				    "plain", k ? " with prefetch" : "");
+				large_fill(want, len, seq);
+				if (ipc_send(s, box, want, len) < 0)
+					fail_msg("%s: send: %s", what,
+					    strerror(errno));
+				/* Queued (or pushed to the stream, not
+				 * acknowledged): its memfd is held. */
+				broker_fds_wait(f, w, base + by_fd, what);
+				memset(&info, 0, sizeof(info));
+				if (alloc) {
+					n = ipc_recv_alloc(r[k], box, &got,
+					    TEST_WAIT_MS, &info);
+				} else {
+					memset(buf, 0, len);
+					got = buf;
+					n = ipc_recv_timed(r[k], box, buf,
+					    MEMFD_BIG, TEST_WAIT_MS, &info);
+				}
+				ok = n == (ssize_t)len && got != NULL &&
+				    memcmp(got, want, len) == 0;
+				if (alloc)
+					free(got);
+				if (!ok)
+					fail_msg("%s: %zd (%s)", what, n,
+					    n < 0 ? strerror(errno) :
+					    n == (ssize_t)len ? "wrong bytes" :
+					    "wrong length");
+				assert_int_equal(info.len, len);
+				assert_string_equal(info.source, box);
+				assert_int_equal(info.pid, getpid());
+				assert_int_equal(info.flags, 0);
+				/* The acknowledgement rides with this
+				 * request, answered once it is done. */
+				assert_int_equal(box_depth(r[k], box), 0);
+				broker_fds_wait(f, w, base, what);
+				/* The library closed what it made and what
+				 * it got. */
+				if (fd_count(0) != self)
+					fail_msg("%s: this process holds %d "
+					    "descriptors, had %d", what,
+					    fd_count(0), self);
+				seq++;
+			}
+
+	/* The variable at 0: large payloads go inline. */
+	large_fill(want, MEMFD_BIG, seq);
+	assert_int_equal(ipc_send(off, "mf0", want, MEMFD_BIG), 0);
+	assert_int_equal(box_depth(w, "mf0"), 1);
+	assert_int_equal(broker_fds(f), base);
+	memset(buf, 0, MEMFD_BIG);
+	assert_int_equal(ipc_recv_timed(r[0], "mf0", buf, MEMFD_BIG,
+	    TEST_WAIT_MS, NULL), MEMFD_BIG);
+	assert_memory_equal(buf, want, MEMFD_BIG);
+	assert_int_equal(box_depth(r[0], "mf0"), 0);
+	assert_int_equal(fd_count(0), self);
+	broker_stop(&f->b);
+}
+
+/* The async sender: half by ipc_send_async, half by ipc_send_more, then
+ * ipc_flush; where the socket is full, ipc_flush waits for room and the
+ * send is tried again. */
+struct mf_sender {
+	struct ipc_conn *c;
+	const char *box;
+	uint8_t *buf;
+	uint64_t fallbacks;
+	char why[160];
+};
+
+static void *
+mf_send_main(void *arg)
+{
+	struct mf_sender *p = arg;
+
+	for (uint64_t i = 0; i < MF_ASYNC_N; i++) {
+		int more = i >= MF_ASYNC_N / 2, r;
+
+		large_fill(p->buf, MF_ASYNC_LEN, i);
+		for (int tries = 0;; tries++) {
+			r = more ? ipc_send_more(p->c, p->box, p->buf,
+			    MF_ASYNC_LEN, NULL) : ipc_send_async(p->c, p->box,
+			    p->buf, MF_ASYNC_LEN, NULL);
+			if (r == 0 || errno != EAGAIN || tries > 0)
+				break;
+			p->fallbacks++;
+			if (ipc_flush(p->c) < 0)
+				break;
+		}
+		if (r < 0) {
+			snprintf(p->why, sizeof(p->why), "%s #%llu: %s",
+			    more ? "send_more" : "send_async",
+			    (unsigned long long)i, strerror(errno));
+			return NULL;
+		}
+	}
+	if (ipc_flush(p->c) < 0)
+		snprintf(p->why, sizeof(p->why), "flush: %s",
+		    strerror(errno));
+	return NULL;
+}
+
+/* 200 async and batched memfd sends of 128 KiB to a receiver with
+ * prefetch 16: all arrive, in order, with their bytes; nothing is
+ * reported failed, and once all are acknowledged the broker holds none
+ * of their descriptors.  The sender stays (connection open, process
+ * alive) until the receiver has them all. */
+static void
+test_memfd_async_and_batched_sends_arrive_in_order(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r, *w;
+	struct mf_sender *sp;
+	struct ipc_send_failure fl;
+	uint8_t *want, *buf;
+	char why[200] = "";
+	int base, self, t;
+	long long t0;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r = fix_open(f);
+	w = fix_open(f);
+	/* Async sends are refused, not held, when the queue is full: let
+	 * the whole run fit. */
+	box_create(w, "mfa", MF_ASYNC_N, -1);
+	assert_int_equal(ipc_set_prefetch(r, 16), 0);
+	sp = fix_alloc(f, sizeof(*sp));
+	sp->c = s;
+	sp->box = "mfa";
+	sp->buf = fix_alloc(f, MF_ASYNC_LEN);
+	want = fix_alloc(f, MF_ASYNC_LEN);
+	buf = fix_alloc(f, MF_ASYNC_LEN);
+	base = broker_fds(f);
+	self = fd_count(0);
+	assert_true(self > 0);
+
+	t0 = test_now_ms();
+	t = fix_thread(f, mf_send_main, sp);
+	for (uint64_t i = 0; i < MF_ASYNC_N && why[0] == '\0'; i++) {
+		struct ipc_msg_info info;
+		void *got = NULL;
+		ssize_t n;
+
+		large_fill(want, MF_ASYNC_LEN, i);
+		memset(&info, 0, sizeof(info));
+		if (i % 3 == 2) {
+			n = ipc_recv_alloc(r, "mfa", &got, TEST_WAIT_MS, &info);
+		} else {
+			memset(buf, 0, MF_ASYNC_LEN);
+			got = buf;
+			n = ipc_recv_timed(r, "mfa", buf, MF_ASYNC_LEN,
+			    TEST_WAIT_MS, &info);
+		}
+		if (n < 0)
+			snprintf(why, sizeof(why), "recv #%llu: %s",
+			    (unsigned long long)i, strerror(errno));
+		else if (n != (ssize_t)MF_ASYNC_LEN || info.len != MF_ASYNC_LEN)
+			snprintf(why, sizeof(why), "#%llu: %zd bytes",
+			    (unsigned long long)i, n);
+		else if (memcmp(got, want, MF_ASYNC_LEN) != 0) {
+			struct seqmsg m;
+
+			memcpy(&m, got, sizeof(m));
+			snprintf(why, sizeof(why), "#%llu: wrong bytes (%s "
+			    "#%llu)", (unsigned long long)i, seq_valid(&m) ?
+			    "message" : "not even a header of a message",
+			    (unsigned long long)m.seq);
+		}
+		if (got != buf)
+			free(got);
+	}
+	/* Its calls end: it wrote all, or the broker closed. */
+	fix_join(f, t);
+	if (sp->why[0] != '\0')
+		fail_msg("sender: %s", sp->why);
+	if (why[0] != '\0')
+		fail_msg("receiver: %s", why);
+	print_message("%u memfd messages of %u KiB in %lld ms (%llu waits "
+	    "for room)\n", MF_ASYNC_N, MF_ASYNC_LEN >> 10,
+	    test_now_ms() - t0, (unsigned long long)sp->fallbacks);
+	expect_empty(r, "mfa");
+	assert_int_equal(box_depth(r, "mfa"), 0);
+	/* A refusal would have come before this answer. */
+	assert_int_equal(box_depth(s, "mfa"), 0);
+	errno = 0;
+	assert_int_equal(ipc_send_failure(s, &fl), -1);
+	assert_int_equal(errno, EAGAIN);
+	broker_fds_wait(f, w, base, "all acknowledged");
+	assert_int_equal(fd_count(0), self);
+	broker_stop(&f->b);
+}
+
+/* What a peek saw. */
+struct mf_peek {
+	unsigned n;
+	size_t len[4];
+	int good[4];
+	char source[4][IPC_ADDR_MAX];
+};
+
+static int
+mf_peek_cb(const struct ipc_msg_info *info, const void *data, void *arg)
+{
+	struct mf_peek *p = arg;
+
+	if (p->n < 4) {
+		p->len[p->n] = info->len;
+		snprintf(p->source[p->n], sizeof(p->source[p->n]), "%s",
+		    info->source);
+		if (p->n == 0) {
+			p->good[0] = info->len == MEMFD_BIG &&
+			    memfd_bytes_ok(data, MEMFD_BIG, 7);
+		} else if (info->len == sizeof(struct seqmsg)) {
+			struct seqmsg m;
+
+			memcpy(&m, data, sizeof(m));
+			p->good[p->n] = seq_valid(&m) && m.seq == p->n;
+		}
+	}
+	p->n++;
+	return 0;
+}
+
+/* A peek at a mailbox holding a memfd message shows its bytes (inline),
+ * takes nothing, and leaves the broker's descriptors as they were; the
+ * message is then received whole. */
+static void
+test_memfd_peek_shows_bytes_inline(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r, *w;
+	struct mf_peek pk;
+	uint8_t *want, *buf;
+	int base, fd;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "pk", -1, -1);
+	want = fix_alloc(f, MEMFD_BIG);
+	buf = fix_alloc(f, MEMFD_BIG);
+	/* The payload as test_memfd() writes it, sent by the library. */
+	fd = test_memfd(f, MEMFD_BIG, 7, 0);
+	assert_int_equal(pread(fd, want, MEMFD_BIG, 0), MEMFD_BIG);
+	fix_fd_close(f, fd);
+	base = broker_fds(f);
+	assert_int_equal(ipc_send(s, "pk", want, MEMFD_BIG), 0);
+	send_seq(s, "pk", 0, 1);
+	broker_fds_wait(f, w, base + 1, "a memfd message queued");
+
+	for (int i = 0; i < 2; i++) {
+		memset(&pk, 0, sizeof(pk));
+		/* From a plain connection, then from the memfd sender. */
+		if (ipc_mbox_peek(i == 0 ? w : s, "pk", 10, mf_peek_cb,
+		    &pk) < 0)
+			fail_msg("peek: %s", strerror(errno));
+		assert_int_equal(pk.n, 2);
+		assert_int_equal(pk.len[0], MEMFD_BIG);
+		if (!pk.good[0])
+			fail_msg("peek %d: the memfd message's bytes are "
+			    "wrong", i);
+		assert_string_equal(pk.source[0], "pk");
+		assert_int_equal(pk.len[1], sizeof(struct seqmsg));
+		assert_true(pk.good[1]);
+		assert_int_equal(box_depth(w, "pk"), 2);
+		broker_fds_wait(f, w, base + 1, "after a peek");
+	}
+	/* Only the first one. */
+	memset(&pk, 0, sizeof(pk));
+	assert_int_equal(ipc_mbox_peek(w, "pk", 1, mf_peek_cb, &pk), 0);
+	assert_int_equal(pk.n, 1);
+	assert_true(pk.good[0]);
+
+	memset(buf, 0, MEMFD_BIG);
+	assert_int_equal(ipc_recv_timed(r, "pk", buf, MEMFD_BIG, TEST_WAIT_MS,
+	    NULL), MEMFD_BIG);
+	assert_memory_equal(buf, want, MEMFD_BIG);
+	expect_seq(r, "pk", TEST_WAIT_MS, 1);
+	assert_int_equal(box_depth(r, "pk"), 0);
+	broker_fds_wait(f, w, base, "all acknowledged");
+	memset(&pk, 0, sizeof(pk));
+	assert_int_equal(ipc_mbox_peek(w, "pk", 10, mf_peek_cb, &pk), 0);
+	assert_int_equal(pk.n, 0);
+	broker_stop(&f->b);
+}
+
+/* Send frame fr with count copies of descriptor pass on it (one
+ * sendmsg). */
+static void
+raw_put_many(int fd, const struct wire_frame *fr, int pass, int count)
+{
+	enum { MANY = 9 };
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * MANY)];
+	} ctl;
+	uint8_t buf[4096];
+	long n = wire_encode(fr, buf, sizeof(buf));
+	struct iovec iov = { .iov_base = buf, .iov_len = (size_t)n };
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1,
+	    .msg_control = ctl.buf,
+	    .msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)count) };
+	struct cmsghdr *cm;
+	ssize_t w;
+
+	assert_true(n > 0);
+	assert_true(count > 0 && count <= MANY);
+	memset(&ctl, 0, sizeof(ctl));
+	cm = CMSG_FIRSTHDR(&m);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)count);
+	for (int i = 0; i < count; i++)
+		memcpy(CMSG_DATA(cm) + i * sizeof(int), &pass, sizeof(int));
+	do
+		w = sendmsg(fd, &m, MSG_NOSIGNAL);
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		fail_msg("sendmsg with %d descriptors: %s", count,
+		    strerror(errno));
+	if (w < n)
+		assert_int_equal(writeSocket(fd, buf + w, (int)(n - w)),
+		    (int)(n - w));
+}
+
+/* A client that breaks the memfd rules by hand: a memfd SEND with no
+ * descriptor is a protocol violation (ERROR PROTO, closed); a descriptor
+ * that is not a memfd sealed against writes and resizing, or one with
+ * an inline payload beside it, is refused with EINVAL (too large:
+ * EMSGSIZE) and nothing is queued, the connection going on; more than 8
+ * unclaimed descriptors close the connection.  The broker's descriptors
+ * come back to what they were each time, and a well-behaved client
+ * goes on all along. */
+static void
+test_memfd_hostile_client_refused_broker_fds_back_to_baseline(void **state)
+{
+	struct fix *f = *state;
+	static const char *const opts[] = { "--max-msg-size", "65536", NULL };
+	struct {
+		const char *what;
+		int kind;		/* 0 memfd, 1 pipe, 2 file, 3 null */
+		size_t len;
+		int seals;
+		int inline_bytes;
+		uint32_t code;
+	} bad[] = {
+		{ "an unsealed memfd", 0, 1000, 0, 0, WIRE_E_INVAL },
+		{ "a memfd sealed against writes only", 0, 1000,
+		    F_SEAL_WRITE, 0, WIRE_E_INVAL },
+		{ "a memfd that may still grow", 0, 1000,
+		    F_SEAL_WRITE | F_SEAL_SHRINK, 0, WIRE_E_INVAL },
+		{ "a memfd that may still shrink", 0, 1000,
+		    F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SEAL, 0,
+		    WIRE_E_INVAL },
+		{ "a sealed memfd with an inline payload too", 0, 1000,
+		    MEMFD_SEALED, 1, WIRE_E_INVAL },
+		{ "a sealed memfd over the size limit", 0, 65537,
+		    MEMFD_SEALED, 0, WIRE_E_MSGSIZE },
+		{ "a pipe", 1, 0, 0, 0, WIRE_E_INVAL },
+		{ "a regular file in /tmp", 2, 0, 0, 0, WIRE_E_INVAL },
+		{ "/dev/null", 3, 0, 0, 0, WIRE_E_INVAL },
+	};
+	struct ipc_conn *g;
+	struct wire_frame fr;
+	uint8_t rbuf[4096], out[2000];
+	uint64_t gseq = 0, id = 10;
+	int base, raw, p[2], pass;
+
+	broker_start(&f->b, opts);
+	g = fix_open(f);
+	box_create(g, "hb", -1, -1);
+	good_round(g, "hb", gseq++);
+	fix_pipe(f, p);
+	base = broker_fds(f);
+
+	/* (a) A memfd SEND with no descriptor. */
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+	fr = raw_fd_send(id, "hb", NULL, 0);
+	raw_put(raw, &fr, -1);
+	raw_expect_error(raw, WIRE_E_PROTO, id++);
+	raw_expect_closed(raw);
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "(a) closed");
+	assert_int_equal(box_depth(g, "hb"), 0);
+	good_round(g, "hb", gseq++);
+
+	/* (b), (c) Descriptors the broker refuses, one connection for
+	 * all: each is closed at once, nothing queued, and the next
+	 * memfd SEND does not claim it. */
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char path[] = "/tmp/test-stream-XXXXXX";
+		uint32_t aux;
+
+		switch (bad[i].kind) {
+		case 0:
+			pass = test_memfd(f, bad[i].len, (unsigned)i,
+			    bad[i].seals);
+			break;
+		case 1:
+			pass = fix_fd(f, dup(p[0]));
+			break;
+		case 2:
+			pass = fix_fd(f, mkstemp(path));
+			assert_int_equal(unlink(path), 0);
+			assert_int_equal(write_full(pass, "regular", 7), 0);
+			break;
+		default:
+			pass = fix_fd(f, open("/dev/null", O_RDONLY |
+			    O_CLOEXEC));
+			break;
+		}
+		fr = raw_fd_send(id, "hb", "x", bad[i].inline_bytes ? 1 : 0);
+		raw_put(raw, &fr, pass);
+		fix_fd_close(f, pass);
+		aux = raw_expect_error(raw, bad[i].code, id++);
+		print_message("%s: refused\n", bad[i].what);
+		if (bad[i].code == WIRE_E_MSGSIZE)
+			assert_int_equal(aux, 65536);
+		assert_int_equal(box_depth(g, "hb"), 0);
+		broker_fds_wait(f, g, base + 1, bad[i].what);
+	}
+	/* The connection goes on: a good memfd SEND is taken, with its
+	 * own descriptor. */
+	pass = test_memfd(f, sizeof(out), 99, MEMFD_SEALED);
+	fr = raw_fd_send(id, "hb", NULL, 0);
+	raw_put(raw, &fr, pass);
+	fix_fd_close(f, pass);
+	raw_expect(raw, WIRE_SENT, id++, &fr, rbuf, sizeof(rbuf));
+	assert_int_equal(box_depth(g, "hb"), 1);
+	broker_fds_wait(f, g, base + 2, "a good memfd queued");
+	memset(out, 0, sizeof(out));
+	assert_int_equal(ipc_recv_timed(g, "hb", out, sizeof(out),
+	    TEST_WAIT_MS, NULL), sizeof(out));
+	assert_true(memfd_bytes_ok(out, sizeof(out), 99));
+	assert_int_equal(box_depth(g, "hb"), 0);
+	broker_fds_wait(f, g, base + 1, "the good memfd acknowledged");
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "(b), (c) closed");
+	good_round(g, "hb", gseq++);
+
+	/* (d) Nine descriptors on one request that claims none. */
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+	fr = raw_stat_missing(id++);
+	raw_put_many(raw, &fr, p[0], 9);
+	raw_expect_closed(raw);
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "(d) nine at once, closed");
+	good_round(g, "hb", gseq++);
+
+	/* (d) One by one: eight are kept, the ninth closes. */
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+	for (int i = 0; i < 8; i++) {
+		fr = raw_stat_missing(id);
+		raw_put(raw, &fr, p[0]);
+		raw_expect_error(raw, WIRE_E_NOENT, id++);
+	}
+	broker_fds_wait(f, g, base + 1 + 8, "eight unclaimed");
+	fr = raw_stat_missing(id++);
+	raw_put(raw, &fr, p[0]);
+	raw_expect_closed(raw);
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "(d) one by one, closed");
+	assert_int_equal(box_depth(g, "hb"), 0);
+	good_round(g, "hb", gseq++);
+	broker_stop(&f->b);
+}
+
+/* Descriptors sent ahead, with requests that claim none, wait for the
+ * memfd SENDs after them, which take them oldest first; eight may wait,
+ * and claiming makes room again. */
+static void
+test_memfd_descriptors_sent_ahead_claimed_oldest_first(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *g;
+	struct wire_frame fr;
+	uint8_t rbuf[4096], *out;
+	uint64_t id = 10;
+	int base, raw;
+
+	broker_start(&f->b, NULL);
+	g = fix_open(f);
+	box_create(g, "ahead", -1, -1);
+	out = fix_alloc(f, 4096);
+	base = broker_fds(f);
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+
+	/* Eight memfds, 1000 + 100 i bytes of pattern i, ahead. */
+	for (unsigned i = 0; i < 8; i++) {
+		int pass = test_memfd(f, 1000 + 100 * i, i, MEMFD_SEALED);
+
+		fr = raw_stat_missing(id);
+		raw_put(raw, &fr, pass);
+		fix_fd_close(f, pass);
+		raw_expect_error(raw, WIRE_E_NOENT, id++);
+	}
+	broker_fds_wait(f, g, base + 1 + 8, "eight ahead");
+	for (unsigned i = 0; i < 8; i++) {
+		fr = raw_fd_send(id, "ahead", NULL, 0);
+		raw_put(raw, &fr, -1);
+		raw_expect(raw, WIRE_SENT, id++, &fr, rbuf, sizeof(rbuf));
+	}
+	/* Claimed: room for more; the ninth rides with its SEND. */
+	{
+		int pass = test_memfd(f, 1000 + 100 * 8, 8, MEMFD_SEALED);
+
+		fr = raw_fd_send(id, "ahead", NULL, 0);
+		raw_put(raw, &fr, pass);
+		fix_fd_close(f, pass);
+		raw_expect(raw, WIRE_SENT, id++, &fr, rbuf, sizeof(rbuf));
+	}
+	assert_int_equal(box_depth(g, "ahead"), 9);
+	broker_fds_wait(f, g, base + 1 + 9, "nine queued");
+	for (unsigned i = 0; i < 9; i++) {
+		ssize_t n = ipc_recv_timed(g, "ahead", out, 4096,
+		    TEST_WAIT_MS, NULL);
+
+		if (n != (ssize_t)(1000 + 100 * i) ||
+		    !memfd_bytes_ok(out, (size_t)n, i))
+			fail_msg("message %u: %zd bytes (%s), expected %u of "
+			    "memfd %u", i, n, n < 0 ? strerror(errno) :
+			    "not its bytes", 1000 + 100 * i, i);
+	}
+	assert_int_equal(box_depth(g, "ahead"), 0);
+	broker_fds_wait(f, g, base + 1, "all acknowledged");
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "closed");
+	broker_stop(&f->b);
+}
+
+/* Memfd messages a receiver had (prefetched, not handed out) when it
+ * closed come back, flagged, with their bytes; the broker kept their
+ * descriptors all along and drops them once they are acknowledged. */
+static void
+test_memfd_unacked_messages_come_back_with_their_bytes(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *c, *r, *w;
+	struct ipc_msg_info info;
+	uint8_t *want, *buf;
+	int base;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	c = fix_open(f);
+	r = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "mfb", -1, -1);
+	want = fix_alloc(f, MF_ASYNC_LEN);
+	buf = fix_alloc(f, MF_ASYNC_LEN);
+	base = broker_fds(f);
+	for (uint64_t i = 0; i < 4; i++) {
+		large_fill(want, MF_ASYNC_LEN, i);
+		assert_int_equal(ipc_send(s, "mfb", want, MF_ASYNC_LEN), 0);
+	}
+	broker_fds_wait(f, w, base + 4, "four queued");
+	assert_int_equal(ipc_set_prefetch(c, 8), 0);
+	large_fill(want, MF_ASYNC_LEN, 0);
+	assert_int_equal(ipc_recv_timed(c, "mfb", buf, MF_ASYNC_LEN,
+	    TEST_WAIT_MS, NULL), MF_ASYNC_LEN);
+	assert_memory_equal(buf, want, MF_ASYNC_LEN);
+	/* #0 acknowledged; #1..#3 pushed to c, not handed out. */
+	assert_int_equal(box_depth(c, "mfb"), 0);
+	broker_fds_wait(f, w, base + 3, "one acknowledged, three held");
+
+	/* c's socket goes with it. */
+	fix_close(f, c);
+	base--;
+	box_wait(w, "mfb", DEPTH, 3);
+	broker_fds_wait(f, w, base + 3, "three back in the mailbox");
+	for (uint64_t i = 1; i < 4; i++) {
+		large_fill(want, MF_ASYNC_LEN, i);
+		memset(buf, 0, MF_ASYNC_LEN);
+		memset(&info, 0, sizeof(info));
+		if (ipc_recv_timed(r, "mfb", buf, MF_ASYNC_LEN, TEST_WAIT_MS,
+		    &info) != (ssize_t)MF_ASYNC_LEN)
+			fail_msg("#%llu: %s", (unsigned long long)i,
+			    strerror(errno));
+		if (memcmp(buf, want, MF_ASYNC_LEN) != 0)
+			fail_msg("#%llu came back with the wrong bytes",
+			    (unsigned long long)i);
+		if (!(info.flags & IPC_MSG_REDELIVERED))
+			fail_msg("#%llu came back without REDELIVERED",
+			    (unsigned long long)i);
+	}
+	assert_int_equal(box_depth(r, "mfb"), 0);
+	broker_fds_wait(f, w, base, "all acknowledged");
+	broker_stop(&f->b);
+}
+
+/* A memfd message to a process's direct queue: the same bytes, from
+ * any sender or from this one. */
+static void
+test_memfd_direct_queue_message_bytes_identical(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r, *w;
+	struct ipc_msg_info info;
+	uint8_t *want, *buf;
+	char me[32], from[32];
+	int base;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r = fix_open(f);
+	w = fix_open(f);
+	want = fix_alloc(f, MEMFD_BIG);
+	buf = fix_alloc(f, MEMFD_BIG);
+	snprintf(me, sizeof(me), "pid:%ld", (long)ipc_pid(r));
+	snprintf(from, sizeof(from), "pid:%ld", (long)ipc_pid(s));
+	base = broker_fds(f);
+	for (uint64_t i = 0; i < 2; i++) {
+		large_fill(want, MEMFD_BIG, i);
+		assert_int_equal(ipc_send(s, me, want, MEMFD_BIG), 0);
+		broker_fds_wait(f, w, base + 1, "queued for the process");
+		memset(buf, 0, MEMFD_BIG);
+		memset(&info, 0, sizeof(info));
+		assert_int_equal(ipc_recv_timed(r, i == 0 ? NULL : from, buf,
+		    MEMFD_BIG, TEST_WAIT_MS, &info), MEMFD_BIG);
+		assert_memory_equal(buf, want, MEMFD_BIG);
+		assert_int_equal(info.len, MEMFD_BIG);
+		assert_string_equal(info.sender, from);
+		assert_int_equal(clients_of(r, getpid()).queue_depth, 0);
+		broker_fds_wait(f, w, base, "received and acknowledged");
+	}
+	broker_stop(&f->b);
+}
+
+/* A blocking memfd send waiting for room in a full mailbox. */
+struct mf_waiting_send {
+	struct ipc_conn *c;
+	const void *buf;
+	int r, err;
+};
+
+static void *
+mf_waiting_send_main(void *arg)
+{
+	struct mf_waiting_send *p = arg;
+
+	errno = 0;
+	p->r = ipc_send_timed(p->c, "full", p->buf, MF_ASYNC_LEN,
+	    TEST_WAIT_MS, NULL);
+	p->err = errno;
+	return NULL;
+}
+
+/* Memfd sends refused (full, timed out, no such mailbox; blocking or
+ * async) leave no descriptor in the broker or in this process; one that
+ * waits for room holds its descriptor until it is delivered; deleting a
+ * mailbox drops its memfd messages' descriptors. */
+static void
+test_memfd_refused_and_dropped_sends_leave_no_descriptors(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r, *w;
+	struct ipc_send_failure fl;
+	struct mf_waiting_send *ws;
+	uint8_t *want, *buf;
+	uint64_t id;
+	int base, self, t;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "full", 1, -1);
+	box_create(w, "del", -1, -1);
+	send_seq(w, "full", 0, 0);
+	want = fix_alloc(f, MF_ASYNC_LEN);
+	buf = fix_alloc(f, MF_ASYNC_LEN);
+	large_fill(want, MF_ASYNC_LEN, 1);
+	base = broker_fds(f);
+	self = fd_count(0);
+	assert_true(self > 0);
+
+	errno = 0;
+	assert_int_equal(ipc_send_timed(s, "full", want, MF_ASYNC_LEN, 0,
+	    NULL), -1);
+	assert_int_equal(errno, EAGAIN);
+	broker_fds_wait(f, w, base, "full, not waited for");
+	errno = 0;
+	assert_int_equal(ipc_send_timed(s, "full", want, MF_ASYNC_LEN, 100,
+	    NULL), -1);
+	assert_int_equal(errno, ETIMEDOUT);
+	broker_fds_wait(f, w, base, "full, timed out");
+	errno = 0;
+	assert_int_equal(ipc_send(s, "no-such-box", want, MF_ASYNC_LEN), -1);
+	assert_int_equal(errno, ENOENT);
+	broker_fds_wait(f, w, base, "no such mailbox");
+
+	assert_int_equal(ipc_send_async(s, "no-such-box", want, MF_ASYNC_LEN,
+	    &id), 0);
+	/* Its refusal comes before the answer to a later request. */
+	assert_int_equal(box_depth(s, "full"), 1);
+	memset(&fl, 0, sizeof(fl));
+	assert_int_equal(ipc_send_failure(s, &fl), 0);
+	assert_int_equal(fl.send_id, id);
+	assert_int_equal(fl.error, ENOENT);
+	assert_int_equal(ipc_send_async(s, "full", want, MF_ASYNC_LEN, &id),
+	    0);
+	assert_int_equal(box_depth(s, "full"), 1);
+	memset(&fl, 0, sizeof(fl));
+	assert_int_equal(ipc_send_failure(s, &fl), 0);
+	assert_int_equal(fl.send_id, id);
+	assert_int_equal(fl.error, EAGAIN);
+	broker_fds_wait(f, w, base, "async sends refused");
+	assert_int_equal(fd_count(0), self);
+
+	/* A send that waits for room keeps its memfd, and is delivered
+	 * with it. */
+	ws = fix_alloc(f, sizeof(*ws));
+	ws->c = s;
+	ws->buf = want;
+	t = fix_thread(f, mf_waiting_send_main, ws);
+	{
+		long long deadline = test_now_ms() + TEST_WAIT_MS;
+
+		while (box_stat(w, "full").waiting_senders != 1)
+			if (test_now_ms() > deadline)
+				fail_msg("the memfd send is not waiting");
+	}
+	broker_fds_wait(f, w, base + 1, "a memfd send waiting");
+	expect_seq(r, "full", TEST_WAIT_MS, 0);
+	fix_join(f, t);
+	if (ws->r < 0)
+		fail_msg("the waiting send: %s", strerror(ws->err));
+	broker_fds_wait(f, w, base + 1, "the waiting send queued");
+	memset(buf, 0, MF_ASYNC_LEN);
+	assert_int_equal(ipc_recv_timed(r, "full", buf, MF_ASYNC_LEN,
+	    TEST_WAIT_MS, NULL), MF_ASYNC_LEN);
+	assert_memory_equal(buf, want, MF_ASYNC_LEN);
+	assert_int_equal(box_depth(r, "full"), 0);
+	broker_fds_wait(f, w, base, "delivered and acknowledged");
+
+	/* Deleting a mailbox drops its messages and their memfds. */
+	for (uint64_t i = 0; i < 3; i++)
+		assert_int_equal(ipc_send(s, "del", want, MF_ASYNC_LEN), 0);
+	broker_fds_wait(f, w, base + 3, "three in a mailbox");
+	assert_int_equal(ipc_mbox_delete(w, "del"), 0);
+	broker_fds_wait(f, w, base, "the mailbox deleted");
+	assert_int_equal(fd_count(0), self);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -1780,6 +2927,14 @@ main(void)
 		T(test_volume_200k_one_producer_one_consumer_in_order),
 		T(test_volume_2_producers_2_consumers_exactly_once),
 		T(test_large_messages_stream_past_buffers_in_order),
+		T(test_memfd_blocking_send_bytes_identical_broker_fd_until_ack),
+		T(test_memfd_async_and_batched_sends_arrive_in_order),
+		T(test_memfd_peek_shows_bytes_inline),
+		T(test_memfd_hostile_client_refused_broker_fds_back_to_baseline),
+		T(test_memfd_descriptors_sent_ahead_claimed_oldest_first),
+		T(test_memfd_unacked_messages_come_back_with_their_bytes),
+		T(test_memfd_direct_queue_message_bytes_identical),
+		T(test_memfd_refused_and_dropped_sends_leave_no_descriptors),
 	};
 
 	test_init(600);
