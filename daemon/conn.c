@@ -1985,9 +1985,10 @@ conn_read(struct conn *c)
 	for (;;) {
 		long flen = wire_frame_len(c->in, c->in_len, conn_max_frame(c));
 		int shared = c->in_len == 0 && !b->rbuf_busy;
+		uint32_t nfdq = c->nfdq;
 		size_t want;
 		uint8_t *dst;
-		int n;
+		int n, fdread;
 
 		if (shared) {
 			if (b->rbuf == NULL &&
@@ -2013,6 +2014,9 @@ conn_read(struct conn *c)
 			dst = c->in + c->in_len;
 		}
 		n = conn_read_once(c, dst, want);
+		/* The kernel ends a read after bytes that carried
+		 * descriptors: such a read is short whatever follows. */
+		fdread = c->nfdq > nfdq;
 		if (n < 0 && errno == EBADMSG) {
 			c->b->n.err_proto++;
 			log_warn("conn %llu (pid %d): more descriptors than "
@@ -2061,7 +2065,7 @@ conn_read(struct conn *c)
 		 * until this conn had its share of the round; the rest is
 		 * read next round).  A read that only finished a frame
 		 * begun goes on to the shared buffer. */
-		if (c->tls == NULL && (size_t)n < want)
+		if (c->tls == NULL && (size_t)n < want && !fdread)
 			return;
 		if ((size_t)n >= budget) {
 			/* epoll sees what the socket holds, not what TLS

@@ -1,7 +1,8 @@
 /*
  * test-stream.c - receive streams (ipc_set_prefetch) and batched sends
  * (ipc_send_more, ipc_flush) against a real ipcd, one private broker per
- * test.
+ * test; and large payloads passed as sealed memfds ($IPC_MEMFD_MIN),
+ * with what the broker holds read from /proc/PID/fd.
  *
  * How the tests know what the broker did without sleeping:
  *   - A round trip on the receiving connection itself is a barrier for
@@ -1699,9 +1700,9 @@ static void
 test_large_messages_stream_past_buffers_in_order(void **state)
 {
 	struct fix *f = *state;
-	/* Just under the library's memfd threshold (64 KiB): these go
-	 * inline, so the broker's output bound is what holds them back
-	 * (a memfd message weighs a few bytes there). */
+	/* Inline (the memfd path is off unless IPC_MEMFD_MIN is set), so
+	 * the broker's output bound is what holds them back (a memfd
+	 * message would weigh a few bytes there). */
 	enum { LARGE = (64 << 10) - 256, NLARGE = 160 };
 	struct ipc_conn *c, *s;
 	struct ipc_msg_info info;
@@ -1969,44 +1970,57 @@ raw_put(int fd, const struct wire_frame *fr, int pass)
 }
 
 /* Read n bytes, each wait bounded: n, 0 on EOF (or a reset) before the
- * first byte, -1 otherwise. */
+ * first byte, -1 otherwise.  Descriptors that come with them are
+ * counted in *nfds (may be NULL) and closed. */
 static int
-raw_get_bytes(int fd, uint8_t *buf, size_t n)
+raw_get_bytes(int fd, uint8_t *buf, size_t n, int *nfds)
 {
 	size_t got = 0;
 
 	while (got < n) {
-		int r;
+		int fds[8], k = 8, r;
 
 		if (test_wait_readable(fd, TEST_WAIT_MS) != 1)
 			return -1;
-		r = readSocket(fd, buf + got, (int)(n - got));
+		r = readSocketFds(fd, buf + got, (int)(n - got), fds, &k);
 		if (r == 0 || (r < 0 && errno == ECONNRESET))
 			return got == 0 ? 0 : -1;
 		if (r < 0)
 			return -1;
+		for (int i = 0; i < k; i++)
+			close(fds[i]);
+		if (nfds != NULL)
+			*nfds += k;
 		got += (size_t)r;
 	}
 	return (int)n;
 }
 
 /* The next frame, decoded into fr (borrowing buf): 1, 0 when the broker
- * closed, -1 on a timeout or a frame that does not decode. */
+ * closed, -1 on a timeout or a frame that does not decode.  Descriptors
+ * passed with it are counted in *nfds (may be NULL), and closed. */
 static int
-raw_get(int fd, uint8_t *buf, size_t cap, struct wire_frame *fr)
+raw_get_fds(int fd, uint8_t *buf, size_t cap, struct wire_frame *fr,
+    int *nfds)
 {
 	uint32_t len;
 	int r;
 
-	if ((r = raw_get_bytes(fd, buf, WIRE_HDR_LEN)) <= 0)
+	if ((r = raw_get_bytes(fd, buf, WIRE_HDR_LEN, nfds)) <= 0)
 		return r;
 	len = wire_get32(buf);
 	if (len < WIRE_HDR_LEN || len > cap)
 		return -1;
-	if (len > WIRE_HDR_LEN &&
-	    raw_get_bytes(fd, buf + WIRE_HDR_LEN, len - WIRE_HDR_LEN) <= 0)
+	if (len > WIRE_HDR_LEN && raw_get_bytes(fd, buf + WIRE_HDR_LEN,
+	    len - WIRE_HDR_LEN, nfds) <= 0)
 		return -1;
 	return wire_decode(buf, len, fr, NULL) == 0 ? 1 : -1;
+}
+
+static int
+raw_get(int fd, uint8_t *buf, size_t cap, struct wire_frame *fr)
+{
+	return raw_get_fds(fd, buf, cap, fr, NULL);
 }
 
 /* The next frame must be a type answer to request id. */
@@ -2134,61 +2148,58 @@ test_memfd_blocking_send_bytes_identical_broker_fd_until_ack(void **state)
 	self = fd_count(0);
 	assert_true(self > 0);
 
-	for (size_t l = 0; l < sizeof(lens) / sizeof(lens[0]); l++)
-		for (int k = 0; k < 2; k++)
-			for (int alloc = 0; alloc < 2; alloc++) {
-				const char *box = k ? "mf1" : "mf0";
-				size_t len = lens[l];
-				int by_fd = len >= MEMFD_MIN, ok;
-				char what[128];
-				void *got = NULL;
-				ssize_t n;
+	/* Each size to each receiver (plain, prefetch), each way of
+	 * receiving (into a buffer, allocating). */
+	for (unsigned t = 0; t < 4 * sizeof(lens) / sizeof(lens[0]); t++) {
+		size_t len = lens[t / 4];
+		int k = (t / 2) % 2, alloc = t % 2, by_fd = len >= MEMFD_MIN;
+		const char *box = k ? "mf1" : "mf0";
+		char what[128];
+		void *got = NULL;
+		ssize_t n;
+		int ok;
 
-				snprintf(what, sizeof(what), "%zu bytes, %s "
-				    "receive%s", len, alloc ? "allocating" :
-				    "plain", k ? " with prefetch" : "");
-				large_fill(want, len, seq);
-				if (ipc_send(s, box, want, len) < 0)
-					fail_msg("%s: send: %s", what,
-					    strerror(errno));
-				/* Queued (or pushed to the stream, not
-				 * acknowledged): its memfd is held. */
-				broker_fds_wait(f, w, base + by_fd, what);
-				memset(&info, 0, sizeof(info));
-				if (alloc) {
-					n = ipc_recv_alloc(r[k], box, &got,
-					    TEST_WAIT_MS, &info);
-				} else {
-					memset(buf, 0, len);
-					got = buf;
-					n = ipc_recv_timed(r[k], box, buf,
-					    MEMFD_BIG, TEST_WAIT_MS, &info);
-				}
-				ok = n == (ssize_t)len && got != NULL &&
-				    memcmp(got, want, len) == 0;
-				if (alloc)
-					free(got);
-				if (!ok)
-					fail_msg("%s: %zd (%s)", what, n,
-					    n < 0 ? strerror(errno) :
-					    n == (ssize_t)len ? "wrong bytes" :
-					    "wrong length");
-				assert_int_equal(info.len, len);
-				assert_string_equal(info.source, box);
-				assert_int_equal(info.pid, getpid());
-				assert_int_equal(info.flags, 0);
-				/* The acknowledgement rides with this
-				 * request, answered once it is done. */
-				assert_int_equal(box_depth(r[k], box), 0);
-				broker_fds_wait(f, w, base, what);
-				/* The library closed what it made and what
-				 * it got. */
-				if (fd_count(0) != self)
-					fail_msg("%s: this process holds %d "
-					    "descriptors, had %d", what,
-					    fd_count(0), self);
-				seq++;
-			}
+		snprintf(what, sizeof(what), "%zu bytes, %s receive%s", len,
+		    alloc ? "allocating" : "plain", k ? " with prefetch" : "");
+		large_fill(want, len, seq);
+		if (ipc_send(s, box, want, len) < 0)
+			fail_msg("%s: send: %s", what, strerror(errno));
+		/* Queued (or pushed to the stream, not acknowledged): its
+		 * memfd is held. */
+		broker_fds_wait(f, w, base + by_fd, what);
+		memset(&info, 0, sizeof(info));
+		if (alloc) {
+			n = ipc_recv_alloc(r[k], box, &got, TEST_WAIT_MS,
+			    &info);
+		} else {
+			memset(buf, 0, len);
+			got = buf;
+			n = ipc_recv_timed(r[k], box, buf, MEMFD_BIG,
+			    TEST_WAIT_MS, &info);
+		}
+		ok = n == (ssize_t)len && got != NULL &&
+		    memcmp(got, want, len) == 0;
+		if (alloc)
+			free(got);
+		if (!ok)
+			fail_msg("%s: %zd (%s)", what, n, n < 0 ?
+			    strerror(errno) : n == (ssize_t)len ?
+			    "wrong bytes" : "wrong length");
+		assert_int_equal(info.len, len);
+		assert_string_equal(info.source, box);
+		assert_int_equal(info.pid, getpid());
+		assert_int_equal(info.flags, 0);
+		/* The acknowledgement rides with this request, answered
+		 * once the broker has dropped the message. */
+		assert_int_equal(box_depth(r[k], box), 0);
+		broker_fds_wait(f, w, base, what);
+		/* The library closed the memfd it made and the one it
+		 * got. */
+		if (fd_count(0) != self)
+			fail_msg("%s: this process holds %d descriptors, had "
+			    "%d", what, fd_count(0), self);
+		seq++;
+	}
 
 	/* The variable at 0: large payloads go inline. */
 	large_fill(want, MEMFD_BIG, seq);
@@ -2420,6 +2431,39 @@ test_memfd_peek_shows_bytes_inline(void **state)
 	assert_int_equal(pk.n, 1);
 	assert_true(pk.good[0]);
 
+	/* On the wire: the bytes inline, no descriptor passed. */
+	{
+		struct wire_frame fr = { .type = WIRE_PEEK, .id = 2 };
+		size_t cap = MEMFD_BIG + WIRE_OVERHEAD_MAX + WIRE_HDR_LEN;
+		uint8_t *rbuf = fix_alloc(f, cap);
+		int raw = raw_open(f), nfds = 0;
+
+		raw_hello(raw);
+		fr.b.peek.max_count = 10;
+		fr.b.peek.name = wire_str("pk");
+		raw_put(raw, &fr, -1);
+		for (uint64_t i = 0; i < 2; i++) {
+			if (raw_get_fds(raw, rbuf, cap, &fr, &nfds) != 1)
+				fail_msg("raw peek: no DELIVER #%llu",
+				    (unsigned long long)i);
+			if (fr.type != WIRE_DELIVER)
+				fail_msg("raw peek: %s, expected DELIVER",
+				    wire_type_name(fr.type));
+			assert_int_equal(fr.id, 2);
+			assert_int_equal(fr.b.deliver.flags & WIRE_DELIVER_FD,
+			    0);
+			if (i == 0 && (fr.b.deliver.payload.len != MEMFD_BIG ||
+			    memcmp(fr.b.deliver.payload.p, want,
+			    MEMFD_BIG) != 0))
+				fail_msg("raw peek: %zu bytes inline, not the "
+				    "message's %u", fr.b.deliver.payload.len,
+				    MEMFD_BIG);
+		}
+		raw_expect(raw, WIRE_OK, 2, &fr, rbuf, cap);
+		assert_int_equal(nfds, 0);
+		fix_fd_close(f, raw);
+	}
+
 	memset(buf, 0, MEMFD_BIG);
 	assert_int_equal(ipc_recv_timed(r, "pk", buf, MEMFD_BIG, TEST_WAIT_MS,
 	    NULL), MEMFD_BIG);
@@ -2511,7 +2555,7 @@ test_memfd_hostile_client_refused_broker_fds_back_to_baseline(void **state)
 	};
 	struct ipc_conn *g;
 	struct wire_frame fr;
-	uint8_t rbuf[4096], out[2000];
+	uint8_t rbuf[4096];
 	uint64_t gseq = 0, id = 10;
 	int base, raw, p[2], pass;
 
@@ -2573,21 +2617,30 @@ test_memfd_hostile_client_refused_broker_fds_back_to_baseline(void **state)
 		assert_int_equal(box_depth(g, "hb"), 0);
 		broker_fds_wait(f, g, base + 1, bad[i].what);
 	}
-	/* The connection goes on: a good memfd SEND is taken, with its
-	 * own descriptor. */
-	pass = test_memfd(f, sizeof(out), 99, MEMFD_SEALED);
-	fr = raw_fd_send(id, "hb", NULL, 0);
-	raw_put(raw, &fr, pass);
-	fix_fd_close(f, pass);
-	raw_expect(raw, WIRE_SENT, id++, &fr, rbuf, sizeof(rbuf));
-	assert_int_equal(box_depth(g, "hb"), 1);
-	broker_fds_wait(f, g, base + 2, "a good memfd queued");
-	memset(out, 0, sizeof(out));
-	assert_int_equal(ipc_recv_timed(g, "hb", out, sizeof(out),
-	    TEST_WAIT_MS, NULL), sizeof(out));
-	assert_true(memfd_bytes_ok(out, sizeof(out), 99));
-	assert_int_equal(box_depth(g, "hb"), 0);
-	broker_fds_wait(f, g, base + 1, "the good memfd acknowledged");
+	/* The connection goes on: good memfd SENDs are taken, each with
+	 * its own descriptor (the largest the broker allows, too). */
+	for (unsigned i = 0; i < 2; i++) {
+		size_t len = i == 0 ? 2000 : 65536;
+		void *got = NULL;
+		ssize_t n;
+		int ok;
+
+		pass = test_memfd(f, len, 99 + i, MEMFD_SEALED);
+		fr = raw_fd_send(id, "hb", NULL, 0);
+		raw_put(raw, &fr, pass);
+		fix_fd_close(f, pass);
+		raw_expect(raw, WIRE_SENT, id++, &fr, rbuf, sizeof(rbuf));
+		assert_int_equal(box_depth(g, "hb"), 1);
+		broker_fds_wait(f, g, base + 2, "a good memfd queued");
+		n = ipc_recv_alloc(g, "hb", &got, TEST_WAIT_MS, NULL);
+		ok = n == (ssize_t)len && memfd_bytes_ok(got, len, 99 + i);
+		free(got);
+		if (!ok)
+			fail_msg("the good memfd of %zu bytes: %zd (%s)", len,
+			    n, n < 0 ? strerror(errno) : "not its bytes");
+		assert_int_equal(box_depth(g, "hb"), 0);
+		broker_fds_wait(f, g, base + 1, "the good memfd acknowledged");
+	}
 	fix_fd_close(f, raw);
 	broker_fds_wait(f, g, base, "(b), (c) closed");
 	good_round(g, "hb", gseq++);
@@ -2903,6 +2956,138 @@ test_memfd_refused_and_dropped_sends_leave_no_descriptors(void **state)
 	broker_stop(&f->b);
 }
 
+/* A memfd message over the receive buffer: EMSGSIZE with its length,
+ * again, then whole into a buffer large enough, the next one after it
+ * (with and without prefetch); and an armed receive of one. */
+static void
+test_memfd_small_buffer_emsgsize_then_whole_and_armed_receive(
+    void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r[2], *w;
+	struct ipc_msg_info info;
+	uint8_t *want, *buf;
+	int base, self, fd;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r[0] = fix_open(f);
+	r[1] = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "e0", -1, -1);
+	box_create(w, "e1", -1, -1);
+	assert_int_equal(ipc_set_prefetch(r[1], 4), 0);
+	want = fix_alloc(f, MEMFD_BIG);
+	buf = fix_alloc(f, MEMFD_BIG);
+	fd = ipc_fd(r[0]);
+	assert_true(fd >= 0);
+	base = broker_fds(f);
+	self = fd_count(0);
+	assert_true(self > 0);
+
+	for (int k = 0; k < 2; k++) {
+		const char *box = k ? "e1" : "e0";
+
+		large_fill(want, MEMFD_BIG, 0);
+		assert_int_equal(ipc_send(s, box, want, MEMFD_BIG), 0);
+		send_seq(s, box, 0, 1);
+		broker_fds_wait(f, w, base + 1, box);
+		for (int i = 0; i < 2; i++) {
+			memset(&info, 0, sizeof(info));
+			errno = 0;
+			assert_int_equal(ipc_recv_timed(r[k], box, buf,
+			    MEMFD_MIN, TEST_WAIT_MS, &info), -1);
+			assert_int_equal(errno, EMSGSIZE);
+			assert_int_equal(info.len, MEMFD_BIG);
+		}
+		memset(buf, 0, MEMFD_BIG);
+		memset(&info, 0, sizeof(info));
+		if (ipc_recv_timed(r[k], box, buf, MEMFD_BIG, TEST_WAIT_MS,
+		    &info) != (ssize_t)MEMFD_BIG)
+			fail_msg("%s: %s", box, strerror(errno));
+		if (memcmp(buf, want, MEMFD_BIG) != 0)
+			fail_msg("%s: wrong bytes after EMSGSIZE", box);
+		assert_int_equal(info.len, MEMFD_BIG);
+		expect_seq(r[k], box, TEST_WAIT_MS, 1);
+		assert_int_equal(box_depth(r[k], box), 0);
+		broker_fds_wait(f, w, base, box);
+	}
+
+	/* Armed: ipc_fd() turns readable, and the message is had at
+	 * once. */
+	assert_int_equal(ipc_recv_arm(r[0], "e0"), 0);
+	assert_int_equal(test_wait_readable(fd, 0), 0);
+	large_fill(want, MEMFD_BIG, 2);
+	assert_int_equal(ipc_send(s, "e0", want, MEMFD_BIG), 0);
+	assert_int_equal(test_wait_readable(fd, TEST_WAIT_MS), 1);
+	memset(buf, 0, MEMFD_BIG);
+	assert_int_equal(ipc_recv_timed(r[0], "e0", buf, MEMFD_BIG, 0, NULL),
+	    MEMFD_BIG);
+	assert_memory_equal(buf, want, MEMFD_BIG);
+	assert_int_equal(box_depth(r[0], "e0"), 0);
+	broker_fds_wait(f, w, base, "armed");
+	assert_int_equal(fd_count(0), self);
+	broker_stop(&f->b);
+}
+
+/* Two streams on one connection bring memfd messages in turns; taking
+ * all of one mailbox first reads the other's on the way: they are kept
+ * with their bytes and handed out in their order afterwards. */
+static void
+test_memfd_streamed_messages_read_past_are_kept_intact(void **state)
+{
+	struct fix *f = *state;
+	enum { EACH = 6 };
+	struct ipc_conn *s, *r, *w;
+	uint8_t *want, *buf;
+	int base, self;
+
+	broker_start(&f->b, NULL);
+	s = fix_open_memfd(f, MEMFD_MIN_TEXT);
+	r = fix_open(f);
+	w = fix_open(f);
+	box_create(w, "pa", -1, -1);
+	box_create(w, "pb", -1, -1);
+	want = fix_alloc(f, MF_ASYNC_LEN);
+	buf = fix_alloc(f, MF_ASYNC_LEN);
+	assert_int_equal(ipc_set_prefetch(r, 8), 0);
+	/* Open both streams: nothing there yet. */
+	expect_empty(r, "pa");
+	expect_empty(r, "pb");
+	box_wait(w, "pa", RECEIVERS, 1);
+	box_wait(w, "pb", RECEIVERS, 1);
+	base = broker_fds(f);
+	self = fd_count(0);
+	assert_true(self > 0);
+	for (uint64_t i = 0; i < EACH; i++) {
+		large_fill(want, MF_ASYNC_LEN, i);
+		assert_int_equal(ipc_send(s, "pa", want, MF_ASYNC_LEN), 0);
+		large_fill(want, MF_ASYNC_LEN, 100 + i);
+		assert_int_equal(ipc_send(s, "pb", want, MF_ASYNC_LEN), 0);
+	}
+	broker_fds_wait(f, w, base + 2 * EACH, "all pushed, none taken");
+	for (int k = 0; k < 2; k++)
+		for (uint64_t i = 0; i < EACH; i++) {
+			const char *box = k ? "pb" : "pa";
+			uint64_t seq = 100u * (unsigned)k + i;
+
+			large_fill(want, MF_ASYNC_LEN, seq);
+			memset(buf, 0, MF_ASYNC_LEN);
+			if (ipc_recv_timed(r, box, buf, MF_ASYNC_LEN,
+			    TEST_WAIT_MS, NULL) != (ssize_t)MF_ASYNC_LEN)
+				fail_msg("%s #%llu: %s", box,
+				    (unsigned long long)seq, strerror(errno));
+			if (memcmp(buf, want, MF_ASYNC_LEN) != 0)
+				fail_msg("%s #%llu: wrong bytes", box,
+				    (unsigned long long)seq);
+		}
+	assert_int_equal(box_depth(r, "pa"), 0);
+	assert_int_equal(box_depth(r, "pb"), 0);
+	broker_fds_wait(f, w, base, "all acknowledged");
+	assert_int_equal(fd_count(0), self);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -2935,6 +3120,8 @@ main(void)
 		T(test_memfd_unacked_messages_come_back_with_their_bytes),
 		T(test_memfd_direct_queue_message_bytes_identical),
 		T(test_memfd_refused_and_dropped_sends_leave_no_descriptors),
+		T(test_memfd_small_buffer_emsgsize_then_whole_and_armed_receive),
+		T(test_memfd_streamed_messages_read_past_are_kept_intact),
 	};
 
 	test_init(600);
