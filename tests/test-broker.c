@@ -154,26 +154,6 @@ wall_ns(void)
 
 /* --- child processes ---------------------------------------------------- */
 
-/* Wait up to TEST_WAIT_MS for pid to exit (SIGKILL after), reap it, and
- * return its status. */
-static int
-child_wait(pid_t pid)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
-	pid_t r;
-
-	if (pfd >= 0) {
-		if (test_wait_readable(pfd, TEST_WAIT_MS) != 1)
-			kill(pid, SIGKILL);
-		close(pfd);
-	}
-	/* Without pidfds the watchdog bounds this wait. */
-	do
-		r = waitpid(pid, &status, 0);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -1 : status;
-}
-
 static void
 assert_exit_status(int status, int code)
 {
@@ -195,7 +175,7 @@ proc_close(struct test_proc *p)
 static int
 proc_wait(struct test_proc *p)
 {
-	int status = child_wait(p->pid);
+	int status = test_child_reap(p->pid, TEST_WAIT_MS);
 
 	p->pid = 0;
 	proc_close(p);
@@ -232,14 +212,15 @@ child_send(struct fix *f, const char *box, const void *buf, size_t len,
 	return pid;
 }
 
-/* child_wait() for a child of child_send(). */
+/* test_child_reap() for a child of child_send(): forgotten first, so
+ * the teardown does not reap it again. */
 static int
 kid_wait(struct fix *f, pid_t pid)
 {
 	for (int i = 0; i < f->nkids; i++)
 		if (f->kids[i] == pid)
 			f->kids[i] = 0;
-	return child_wait(pid);
+	return test_child_reap(pid, TEST_WAIT_MS);
 }
 
 /* --- one call on its own thread and connection -------------------------- */
@@ -666,7 +647,7 @@ fix_teardown(void **state)
 		test_stop(&f->b.proc);
 	for (int i = 0; i < f->nkids; i++)
 		if (f->kids[i] > 0)
-			child_wait(f->kids[i]);
+			test_child_reap(f->kids[i], TEST_WAIT_MS);
 	for (int i = 0; i < f->nops; i++)
 		op_free(f->ops[i]);
 	for (int i = 0; i < f->nconns; i++)
@@ -700,7 +681,7 @@ test_prodcons_3x2x100000_exactly_once_in_order(void **state)
 	while (test_read_line(p.out, line, sizeof(line), 300000) >= 0)
 		if (strstr(line, " received, ") != NULL)
 			snprintf(summary, sizeof(summary), "%s", line);
-	status = child_wait(p.pid);
+	status = test_child_reap(p.pid, TEST_WAIT_MS);
 	p.pid = 0;
 	/* What it said on stderr (it has exited: EOF comes at once). */
 	while (test_read_line(p.err, line, sizeof(line), TEST_WAIT_MS) >= 0)

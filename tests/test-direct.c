@@ -326,26 +326,6 @@ fd_close(int *fd)
 	*fd = -1;
 }
 
-/* Wait up to TEST_WAIT_MS for pid to exit (SIGKILL after), reap it, and
- * return its status. */
-static int
-child_wait(pid_t pid)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
-	pid_t r;
-
-	if (pfd >= 0) {
-		if (test_wait_readable(pfd, TEST_WAIT_MS) != 1)
-			kill(pid, SIGKILL);
-		close(pfd);
-	}
-	/* Without pidfds the watchdog bounds this wait. */
-	do
-		r = waitpid(pid, &status, 0);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -1 : status;
-}
-
 /* Wait up to TEST_WAIT_MS for pid to exit, without reaping it.  1 when
  * it has (it is a zombie now), 0 otherwise. */
 static int
@@ -424,7 +404,7 @@ kid_reap(struct kid *k)
 
 	fd_close(&k->cmd);
 	if (k->pid > 0)
-		status = child_wait(k->pid);
+		status = test_child_reap(k->pid, TEST_WAIT_MS);
 	k->pid = 0;
 	fd_close(&k->rep);
 	return status;
@@ -437,7 +417,7 @@ kid_kill(struct kid *k)
 	if (k->pid <= 0)
 		return;
 	kill(k->pid, SIGKILL);
-	child_wait(k->pid);
+	test_child_reap(k->pid, TEST_WAIT_MS);
 	k->pid = 0;
 }
 
@@ -1278,7 +1258,7 @@ test_send_to_reaped_pid_is_esrch_at_once(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(0);
-	assert_exit_status(child_wait(pid), 0);
+	assert_exit_status(test_child_reap(pid, TEST_WAIT_MS), 0);
 	pid_addr(to, sizeof(to), pid);
 	t0 = test_now_ms();
 	errno = 0;
@@ -1315,7 +1295,7 @@ test_send_to_exited_unreaped_pid_is_esrch_at_once(void **state)
 	errno = 0;
 	r = ipc_send(c, to, "nobody home", 12);
 	took = test_now_ms() - t0;
-	assert_exit_status(child_wait(pid), 0);
+	assert_exit_status(test_child_reap(pid, TEST_WAIT_MS), 0);
 	assert_int_equal(r, -1);
 	assert_int_equal(errno, ESRCH);
 	print_message("ESRCH for a zombie after %lld ms\n", took);

@@ -121,6 +121,7 @@ struct fix {
 	int nmem;
 	int fds[FIX_MAX];		/* pipe ends to close */
 	int nfds;
+	int broker_paused;		/* SIGSTOPped: SIGCONT it first */
 };
 
 static int
@@ -135,28 +136,8 @@ fix_setup(void **state)
 	return 0;
 }
 
-/* Wait up to timeout_ms for child pid to exit (SIGKILL after), reap it
- * and return its wait status.  A pidfd makes the exit an event; where
- * there is none (old kernels), the watchdog bounds the wait. */
-static int
-child_reap(pid_t pid, int timeout_ms)
-{
-	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
-	pid_t r;
-
-	if (pfd >= 0) {
-		if (test_wait_readable(pfd, timeout_ms) != 1)
-			kill(pid, SIGKILL);
-		close(pfd);
-	}
-	do
-		r = waitpid(pid, &status, 0);
-	while (r < 0 && errno == EINTR);
-	return r < 0 ? -1 : status;
-}
-
-/* Undo what the test left: children first (killed: a child never
- * outlives its test), then the broker, whose going makes every call
+/* Undo what the test left: a broker it stopped is let go on, then
+ * children (killed: a child never outlives its test), then the broker, whose going makes every call
  * still blocked in a thread return, then the threads, connections and
  * memory. */
 static int
@@ -164,10 +145,12 @@ fix_teardown(void **state)
 {
 	struct fix *f = *state;
 
+	if (f->broker_paused && f->b.proc.pid > 0)
+		kill(f->b.proc.pid, SIGCONT);
 	for (int i = 0; i < f->nkids; i++)
 		if (f->kids[i] > 0) {
 			kill(f->kids[i], SIGKILL);
-			child_reap(f->kids[i], TEST_WAIT_MS);
+			test_child_reap(f->kids[i], TEST_WAIT_MS);
 		}
 	if (f->b.proc.pid > 0)
 		test_stop(&f->b.proc);
@@ -275,7 +258,7 @@ fix_reap(struct fix *f, pid_t pid)
 	for (int i = 0; i < f->nkids; i++)
 		if (f->kids[i] == pid)
 			f->kids[i] = 0;
-	return child_reap(pid, TEST_WAIT_MS);
+	return test_child_reap(pid, TEST_WAIT_MS);
 }
 
 /* --- helpers ------------------------------------------------------------- */
@@ -3088,6 +3071,223 @@ test_memfd_streamed_messages_read_past_are_kept_intact(void **state)
 	broker_stop(&f->b);
 }
 
+/* --- what a process sent just before it exited ------------------------ */
+
+/* The sender's run: messages of LOST_LEN bytes, as many as its socket
+ * takes while the broker is stopped (at least LOST_MF_MIN as memfds:
+ * more than the 64 reads the broker once gave an exited process). */
+#define LOST_N		200u
+#define LOST_LEN	4096u
+#define LOST_MF_MIN	100u
+
+/* Stop the broker (SIGSTOP) and wait until it is stopped; the teardown
+ * lets it go on if the test does not get to broker_resume(). */
+static void
+broker_pause(struct fix *f)
+{
+	long long deadline = test_now_ms() + TEST_WAIT_MS;
+	char path[64], line[512], *rp;
+	pid_t pid = f->b.proc.pid;
+
+	assert_true(pid > 0);
+	snprintf(path, sizeof(path), "/proc/%ld/stat", (long)pid);
+	assert_int_equal(kill(pid, SIGSTOP), 0);
+	f->broker_paused = 1;
+	for (;;) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t n = fd < 0 ? -1 : read(fd, line, sizeof(line) - 1);
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0) {
+			line[n] = '\0';
+			/* "pid (comm) S ...": the state after the last ')'. */
+			if ((rp = strrchr(line, ')')) != NULL && rp[1] == ' ' &&
+			    rp[2] == 'T')
+				return;
+		}
+		if (test_now_ms() > deadline)
+			break;
+	}
+	kill(pid, SIGCONT);
+	f->broker_paused = 0;
+	fail_msg("the broker (pid %ld) did not stop", (long)pid);
+}
+
+static void
+broker_resume(struct fix *f)
+{
+	if (f->broker_paused) {
+		kill(f->b.proc.pid, SIGCONT);
+		f->broker_paused = 0;
+	}
+}
+
+/*
+ * The sender (a child): connect (a HELLO round trip, so while the broker
+ * runs), say so on rep, wait for go, then send message 0, 1, ... to box
+ * with ipc_send_async until LOST_N or until the socket is full, write
+ * how many surely went and exit at once, without ipc_close().  A send
+ * that returned 0 may have left its frame in the library for want of
+ * room, to be written first by the next call on c, which fails with
+ * EAGAIN if it still cannot: so on an EAGAIN the one before is not
+ * counted, and after the last, a probe (0 bytes to a mailbox that is
+ * not there) tells whether it went.  memfd_min: $IPC_MEMFD_MIN, or NULL
+ * for inline payloads.  Returns the exit status.
+ */
+static int
+lost_sender(struct fix *f, const char *memfd_min, const char *box,
+    int rep, int go)
+{
+	static uint8_t buf[LOST_LEN];
+	struct ipc_conn *c;
+	uint32_t sent, i;
+	char b;
+
+	if ((memfd_min != NULL ? setenv("IPC_MEMFD_MIN", memfd_min, 1) :
+	    unsetenv("IPC_MEMFD_MIN")) < 0)
+		return 11;
+	if (f->nconns >= FIX_MAX || (c = ipc_open(f->b.where)) == NULL)
+		return 12;
+	/* Never closed; kept where valgrind sees it, not leaked. */
+	f->conns[f->nconns++] = c;
+	if (write_full(rep, "r", 1) < 0 || read_full(go, &b, 1) < 0)
+		return 13;
+	for (i = 0; i < LOST_N; i++) {
+		large_fill(buf, LOST_LEN, i);
+		if (ipc_send_async(c, box, buf, LOST_LEN, NULL) < 0)
+			break;
+	}
+	if (i < LOST_N) {
+		if (errno != EAGAIN)
+			return 14;
+		sent = i > 0 ? i - 1 : 0;
+	} else if (ipc_send_async(c, "no-such-box", NULL, 0, NULL) < 0) {
+		if (errno != EAGAIN)
+			return 15;
+		sent = LOST_N - 1;
+	} else
+		sent = LOST_N;
+	if (write_full(rep, &sent, sizeof(sent)) < 0)
+		return 16;
+	return 0;
+}
+
+/*
+ * A process that sends async messages and exits before the broker has
+ * read them: every one it handed to the OS is queued, in order, with
+ * its bytes.  The broker is stopped while the sender sends and exits,
+ * so it finds them all unread in the socket at once with the exit (the
+ * pidfd); each read that carries a memfd is cut short by the kernel,
+ * and the broker once took such a read for an empty socket and gave an
+ * exited process 64 reads: all but about 65 were dropped, silently.
+ * With memfds (at least LOST_MF_MIN messages) and, as a control, inline.
+ */
+static void
+test_memfd_async_sends_of_exited_process_all_queued(void **state)
+{
+	struct fix *f = *state;
+	static const char *const mins[] = { NULL, "1" };
+	static const char *const boxes[] = { "lost-inline", "lost-memfd" };
+	struct ipc_mbox_attr attr;
+	struct ipc_conn *r, *w;
+	uint8_t *want, *buf;
+	int base;
+
+	broker_start(&f->b, NULL);
+	r = fix_open(f);
+	w = fix_open(f);
+	ipc_mbox_attr_init(&attr);
+	attr.capacity = 300;
+	attr.max_bytes = 2 * LOST_N * LOST_LEN;
+	attr.exclusive = 1;
+	for (int k = 0; k < 2; k++)
+		if (ipc_mbox_create(w, boxes[k], &attr, NULL) < 0)
+			fail_msg("create %s: %s", boxes[k], strerror(errno));
+	want = fix_alloc(f, LOST_LEN);
+	buf = fix_alloc(f, LOST_LEN);
+	base = broker_fds(f);
+
+	for (int k = 0; k < 2; k++) {
+		const char *box = boxes[k];
+		char why[160] = "", b;
+		uint32_t sent = 0, depth;
+		int rp[2], gp[2], status;
+		long long deadline;
+		pid_t kid;
+
+		fix_pipe(f, rp);
+		fix_pipe(f, gp);
+		if ((kid = fix_fork(f)) == 0)
+			_exit(lost_sender(f, mins[k], box, rp[1], gp[0]));
+		fix_fd_close(f, rp[1]);
+		fix_fd_close(f, gp[0]);
+		if (read_full(rp[0], &b, 1) < 0)
+			fail_msg("%s: the sender did not connect (status "
+			    "0x%x)", box, fix_reap(f, kid));
+
+		/* No assertion while the broker is stopped. */
+		broker_pause(f);
+		if (write_full(gp[1], "g", 1) < 0)
+			snprintf(why, sizeof(why), "go: %s", strerror(errno));
+		else if (read_full(rp[0], &sent, sizeof(sent)) < 0)
+			snprintf(why, sizeof(why), "no count from the sender");
+		status = fix_reap(f, kid);
+		broker_resume(f);
+		if (why[0] != '\0')
+			fail_msg("%s: %s (sender status 0x%x)", box, why,
+			    status);
+		assert_exited(status, 0);
+		print_message("%s: %u of %u messages of %u bytes sent before "
+		    "the sender exited\n", box, sent, LOST_N, LOST_LEN);
+		if (mins[k] != NULL && sent < LOST_MF_MIN)
+			fail_msg("%s: only %u memfd sends fit in the socket, "
+			    "expected at least %u", box, sent, LOST_MF_MIN);
+		assert_true(sent > 0);
+
+		/* The broker is done with the sender once its connection
+		 * is gone: what it queued is all it will. */
+		deadline = test_now_ms() + TEST_WAIT_MS;
+		while (clients_of(w, kid).conns != 0)
+			if (test_now_ms() > deadline)
+				fail_msg("%s: the sender's connection outlived "
+				    "it", box);
+		depth = box_depth(w, box);
+		if (depth != sent)
+			fail_msg("%s: %u of the %u messages the sender sent "
+			    "are queued", box, depth, sent);
+
+		for (uint32_t i = 0; i < sent; i++) {
+			struct ipc_msg_info info;
+			ssize_t n;
+
+			large_fill(want, LOST_LEN, i);
+			memset(buf, 0, LOST_LEN);
+			memset(&info, 0, sizeof(info));
+			n = ipc_recv_timed(r, box, buf, LOST_LEN, TEST_WAIT_MS,
+			    &info);
+			if (n != (ssize_t)LOST_LEN)
+				fail_msg("%s #%u: %zd (%s)", box, i, n, n < 0 ?
+				    strerror(errno) : "wrong length");
+			if (memcmp(buf, want, LOST_LEN) != 0) {
+				struct seqmsg m;
+
+				memcpy(&m, buf, sizeof(m));
+				fail_msg("%s #%u: wrong bytes (%s #%llu)", box,
+				    i, seq_valid(&m) ? "message" :
+				    "not a message", (unsigned long long)m.seq);
+			}
+			assert_int_equal(info.len, LOST_LEN);
+			assert_int_equal(info.pid, kid);
+		}
+		expect_empty(r, box);
+		assert_int_equal(box_depth(r, box), 0);
+		/* The memfds and the sender's socket and pidfd, dropped. */
+		broker_fds_wait(f, w, base, box);
+	}
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -3122,6 +3322,7 @@ main(void)
 		T(test_memfd_refused_and_dropped_sends_leave_no_descriptors),
 		T(test_memfd_small_buffer_emsgsize_then_whole_and_armed_receive),
 		T(test_memfd_streamed_messages_read_past_are_kept_intact),
+		T(test_memfd_async_sends_of_exited_process_all_queued),
 	};
 
 	test_init(600);

@@ -253,3 +253,20 @@ test_rmtree(char *dir)
 	rmdir(dir);
 	free(dir);
 }
+
+int
+test_child_reap(pid_t pid, int timeout_ms)
+{
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0), status = -1;
+	pid_t r;
+
+	if (pfd >= 0) {
+		if (test_wait_readable(pfd, timeout_ms) != 1)
+			kill(pid, SIGKILL);
+		close(pfd);
+	}
+	do
+		r = waitpid(pid, &status, 0);
+	while (r < 0 && errno == EINTR);
+	return r < 0 ? -1 : status;
+}

@@ -38,6 +38,11 @@ int test_stop(struct test_proc *p);
  * -1 error. */
 int test_wait_readable(int fd, int timeout_ms);
 
+/* Wait up to timeout_ms for child pid to exit (SIGKILL after: a child
+ * never outlives its test), reap it, and return its wait status, or -1.
+ * Without pidfds (old kernels) the test's watchdog bounds the wait. */
+int test_child_reap(pid_t pid, int timeout_ms);
+
 /* Read one line (without its newline) into buf.  Returns its length, -1 on
  * timeout, EOF or error, or when it does not fit. */
 int test_read_line(int fd, char *buf, size_t size, int timeout_ms);
