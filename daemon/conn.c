@@ -899,14 +899,19 @@ conn_flush_all(struct broker *b)
 		conn_trim(c);
 		/* Streams that stopped for lack of room take again. */
 		if (c->streams_blocked && !conn_stream_full(c)) {
-			struct wait *w, *next;
+			struct wait *ws[CONN_STREAMS_MAX];
+			unsigned n = 0;
 
+			/* Listed first: a stream that takes may admit a
+			 * parked sender of this same conn and free its
+			 * wait; it frees no stream but itself. */
 			c->streams_blocked = 0;
-			for (w = c->waits; w != NULL; w = next) {
-				next = w->cnext;
+			for (struct wait *w = c->waits; w != NULL &&
+			    n < CONN_STREAMS_MAX; w = w->cnext)
 				if (w->stream)
-					mbox_stream_run(b, w);
-			}
+					ws[n++] = w;
+			for (unsigned i = 0; i < n; i++)
+				mbox_stream_run(b, ws[i]);
 		}
 		/* Input held back while throttled may be processed now;
 		 * it may queue more replies (and put c back on the
@@ -1225,6 +1230,10 @@ conn_check_memfd(struct conn *c, struct wire_bytes payload, size_t *len)
 		return "a memfd SEND carries no inline payload";
 	if ((seals = fcntl(c->frame_fd, F_GET_SEALS)) < 0)
 		return "the descriptor is not a memfd";
+	/* Receivers map it, the broker reads it: a write-only one would
+	 * poison every receiver of the mailbox. */
+	if ((fcntl(c->frame_fd, F_GETFL) & O_ACCMODE) == O_WRONLY)
+		return "the memfd is not open for reading";
 	if ((seals & need) != need)
 		return "the memfd is not sealed against writes and resizing";
 	if (fstat(c->frame_fd, &st) < 0 || !S_ISREG(st.st_mode))
@@ -2020,8 +2029,10 @@ conn_read(struct conn *c)
 		if (n < 0 && errno == EBADMSG) {
 			c->b->n.err_proto++;
 			log_warn("conn %llu (pid %d): more descriptors than "
-			    "frames that claim them; closing",
-			    (unsigned long long)c->id, (int)c->cred.pid);
+			    "frames that claim them, or none to spare; "
+			    "closing", (unsigned long long)c->id,
+			    (int)c->cred.pid);
+			errno = EBADMSG;	/* logging may change it */
 		}
 		if (n == 0 || (n < 0 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)) {
@@ -2086,14 +2097,23 @@ conn_drain(struct conn *c)
 	 * ends early, so a short read does not say so), or throttled.
 	 * Bounded: a descriptor shared with a child that lives on may
 	 * never run dry. */
-	for (int i = 0; i < 65536 && c->state != CONN_DEAD &&
-	    !conn_throttled(c); i++) {
-		int queued = 0;
+	int queued = 0;
+	long left;
 
-		if (c->tls == NULL && (ioctl(c->watch.fd, FIONREAD,
-		    &queued) < 0 || queued == 0))
-			break;
+	if (c->tls != NULL || ioctl(c->watch.fd, FIONREAD, &queued) < 0)
+		return;
+	/* What was there when it exited, no more: a child that shares the
+	 * socket and keeps writing is read in the normal way, a round at a
+	 * time. */
+	left = queued;
+	while (left > 0 && c->state != CONN_DEAD && !conn_throttled(c)) {
+		int before = queued;
+
 		conn_read(c);
+		if (c->state == CONN_DEAD || ioctl(c->watch.fd, FIONREAD,
+		    &queued) < 0 || queued >= before)
+			break;		/* gone, or no progress */
+		left -= before - queued;
 	}
 }
 

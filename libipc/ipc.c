@@ -245,6 +245,59 @@ ipc_tls_wait(struct ipc_conn *c, int want, int timeout_ms)
  * Over TLS a write that could not finish has taken its bytes all the
  * same (they must be offered again, unchanged): callers keep them.
  */
+static long ipc_io_read(struct ipc_conn *c, void *buf, size_t len);
+
+/*
+ * While a write waits for room: take in what the broker sends, unparsed.
+ * The broker stops reading a client whose replies go unread (its
+ * receive streams keep sending), so a client that only waited to write
+ * could wait for ever.  Grows c->in: no caller holds a frame borrowed
+ * from it across a write.  0 or -1 with errno.
+ */
+static int
+ipc_read_ahead(struct ipc_conn *c)
+{
+	long n;
+
+	if (c->in_cap - c->in_len < IPC_READ_CHUNK) {
+		uint8_t *p = realloc(c->in, c->in_len + IPC_READ_CHUNK);
+
+		if (p == NULL)
+			return -1;
+		c->in = p;
+		c->in_cap = c->in_len + IPC_READ_CHUNK;
+	}
+	n = ipc_io_read(c, c->in + c->in_len, c->in_cap - c->in_len);
+	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+		return 0;
+	if (n <= 0) {
+		if (n == 0)
+			errno = ECONNRESET;
+		return -1;
+	}
+	c->in_len += (size_t)n;
+	ipc_stash_signal(c);	/* frames the socket no longer shows */
+	return 0;
+}
+
+/* Wait until the socket takes more, reading meanwhile.  0 or -1. */
+static int
+ipc_wait_writable(struct ipc_conn *c)
+{
+	struct pollfd p = { .fd = c->fd, .events = POLLIN | POLLOUT };
+	int r;
+
+	do
+		r = poll(&p, 1, -1);
+	while (r < 0 && errno == EINTR);
+	if (r < 0)
+		return -1;
+	if ((p.revents & POLLOUT) == 0 &&
+	    (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0)
+		return ipc_read_ahead(c);
+	return 0;
+}
+
 static long
 ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
 {
@@ -253,8 +306,21 @@ ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
 	if (c->tls == NULL) {
 		if (len > INT_MAX)
 			len = INT_MAX;
-		return wait ? writeSocket(c->fd, buf, (int)len) :
-		    writeSomeSocket(c->fd, buf, (int)len);
+		if (!wait)
+			return writeSomeSocket(c->fd, buf, (int)len);
+		while (off < len) {
+			int n = writeSomeSocket(c->fd, (const uint8_t *)buf +
+			    off, (int)(len - off));
+
+			if (n > 0) {
+				off += (size_t)n;
+				continue;
+			}
+			if ((n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
+			    ipc_wait_writable(c) < 0)
+				return -1;
+		}
+		return (long)off;
 	}
 	while (off < len) {
 		int want = POLLOUT;
@@ -321,7 +387,7 @@ ipc_flush_pending(struct ipc_conn *c, int wait)
 			    left > INT_MAX ? INT_MAX : (int)left, c->pend_fd);
 			if (n < 0 && wait && (errno == EAGAIN ||
 			    errno == EWOULDBLOCK)) {
-				if (ipc_tls_wait(c, POLLOUT, -1) < 0)
+				if (ipc_wait_writable(c) < 0)
 					n = -1;
 				else
 					continue;
