@@ -818,7 +818,7 @@ ipc_stream_end(struct ipc_conn *c, struct ipc_stream *s)
 	req.b.credit.source = wire_str(s->name);
 	if ((r = ipc_write_frame(c, &req)) < 0)
 		return r;
-	for (;;) {
+	for (int answers = 1, first = 1; answers > 0;) {
 		if ((r = ipc_read_frame(c, &f, IPC_FOREVER)) < 0)
 			return r;
 		if (f.id == s->id && f.type == WIRE_DELIVER) {
@@ -826,10 +826,18 @@ ipc_stream_end(struct ipc_conn *c, struct ipc_stream *s)
 				return r;
 			continue;
 		}
-		if (f.id == s->id)
-			break;		/* OK, or ERROR: it had ended */
-		if ((r = ipc_unsolicited(c, &f, 0)) < 0)
-			return r;
+		if (f.id != s->id) {
+			if ((r = ipc_unsolicited(c, &f, 0)) < 0)
+				return r;
+			continue;
+		}
+		/* OK: it ended now.  An ERROR first means the broker had
+		 * ended it (or refused to open it) before it read END,
+		 * whose own answer, ERROR NOENT, still comes. */
+		if (f.type == WIRE_ERROR && first)
+			answers++;
+		first = 0;
+		answers--;
 	}
 	ipc_stream_close(s);
 	return 0;
@@ -1766,7 +1774,10 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 		if (r)
 			return n < 0 ? ipc_fail((int)n) : n;
 	}
+	/* Streams for plain mailbox names: the broker names the source
+	 * of what it delivers so, and kept messages are found by it. */
 	if (c->prefetch > 0 && from[0] != '\0' && strncmp(from, "pid:", 4) &&
+	    strchr(from, '@') == NULL &&
 	    !((c->armed || c->have_stash) && strcmp(c->armed_from, from) == 0)) {
 		int used;
 		ssize_t n = ipc_recv_stream(c, from, buf, size, buf_out,
