@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -46,6 +47,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <linux/sockios.h>
 
 #include "ipc.h"
 #include "mysocks.h"
@@ -3288,6 +3291,507 @@ test_memfd_async_sends_of_exited_process_all_queued(void **state)
 	broker_stop(&f->b);
 }
 
+/* === 8. regressions ====================================================== */
+
+/* The prefetching stage: messages, and the size of each (half the
+ * broker's default --max-msg-size of 8 MiB, daemon/main.c, so the
+ * fixture's broker takes them as it is). */
+#define STAGE_N		12u
+#define STAGE_LEN	(4u << 20)
+#define STAGE_PREFETCH	4u
+
+/* Message seq of the stage run: what large_fill(buf, STAGE_LEN, 0)
+ * wrote, with seq's header at its start and at its end (the pattern is
+ * written once: valgrind runs this too). */
+static void
+stage_stamp(uint8_t *buf, uint64_t seq)
+{
+	struct seqmsg m = seq_make(0, seq);
+
+	memcpy(buf, &m, sizeof(m));
+	memcpy(buf + STAGE_LEN - sizeof(m), &m, sizeof(m));
+}
+
+/* A child says why it failed on its pipe; returns its exit code. */
+static int kid_fail(int rep, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int
+kid_fail(int rep, int code, const char *fmt, ...)
+{
+	char why[200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	(void)write_full(rep, why, strlen(why));
+	return code;
+}
+
+/* What a child said on its pipe, if anything (not waited for). */
+static const char *
+kid_why(int rep, char *buf, size_t size)
+{
+	ssize_t n = 0;
+
+	if (test_wait_readable(rep, 0) == 1)
+		n = read(rep, buf, size - 1);
+	buf[n > 0 ? n : 0] = '\0';
+	return n > 0 ? buf : "nothing";
+}
+
+/* A connection of a child, with inline payloads whatever the
+ * environment says; kept in f where valgrind sees it.  NULL, or the
+ * exit code in *code. */
+static struct ipc_conn *
+stage_open(struct fix *f, int rep, const char *who, int *code)
+{
+	struct ipc_conn *k;
+
+	if (setenv("IPC_MEMFD_MIN", "0", 1) < 0) {
+		*code = kid_fail(rep, 10, "%s: setenv: %s", who,
+		    strerror(errno));
+		return NULL;
+	}
+	if (f->nconns >= FIX_MAX || (k = ipc_open(f->b.where)) == NULL) {
+		*code = kid_fail(rep, 11, "%s: ipc_open: %s", who,
+		    strerror(errno));
+		return NULL;
+	}
+	f->conns[f->nconns++] = k;
+	return k;
+}
+
+/* The producer (a child): STAGE_N blocking sends to "in". */
+static int
+stage_producer(struct fix *f, uint8_t *buf, int rep)
+{
+	struct ipc_conn *k;
+	int code;
+
+	if ((k = stage_open(f, rep, "producer", &code)) == NULL)
+		return code;
+	for (uint64_t i = 0; i < STAGE_N; i++) {
+		stage_stamp(buf, i);
+		if (ipc_send(k, "in", buf, STAGE_LEN) < 0)
+			return kid_fail(rep, 12, "producer: send #%llu: %s",
+			    (unsigned long long)i, strerror(errno));
+	}
+	return 0;
+}
+
+/* The stage (a child): with prefetch, each message received from "in"
+ * is sent on to "out" as it is, by a blocking send, while the broker
+ * streams the next ones to it. */
+static int
+stage_relay(struct fix *f, uint8_t *buf, int rep)
+{
+	struct ipc_conn *k;
+	int code;
+
+	if ((k = stage_open(f, rep, "stage", &code)) == NULL)
+		return code;
+	if (ipc_set_prefetch(k, STAGE_PREFETCH) < 0)
+		return kid_fail(rep, 12, "stage: prefetch: %s",
+		    strerror(errno));
+	for (uint64_t i = 0; i < STAGE_N; i++) {
+		struct seqmsg m;
+		ssize_t n = ipc_recv_timed(k, "in", buf, STAGE_LEN,
+		    TEST_WAIT_MS, NULL);
+
+		if (n != (ssize_t)STAGE_LEN)
+			return kid_fail(rep, 13, "stage: recv #%llu: %zd (%s)",
+			    (unsigned long long)i, n, n < 0 ?
+			    strerror(errno) : "wrong length");
+		memcpy(&m, buf, sizeof(m));
+		if (!seq_valid(&m) || m.seq != i)
+			return kid_fail(rep, 14, "stage: recv #%llu: not "
+			    "that message", (unsigned long long)i);
+		/* The write that waited for ever: the broker had stopped
+		 * reading this connection, its output of DELIVERs being
+		 * past 1 MiB, and this side did not read while it
+		 * waited to write. */
+		if (ipc_send(k, "out", buf, STAGE_LEN) < 0)
+			return kid_fail(rep, 15, "stage: send #%llu: %s",
+			    (unsigned long long)i, strerror(errno));
+	}
+	/* Ends the stream with a round trip: nothing is left held. */
+	if (ipc_set_prefetch(k, 0) < 0)
+		return kid_fail(rep, 16, "stage: prefetch 0: %s",
+		    strerror(errno));
+	return 0;
+}
+
+/*
+ * A pipeline stage that receives with prefetch and sends each large
+ * message on: producer -> "in" -> stage (prefetch 4) -> "out" -> sink,
+ * 12 messages of 4 MiB.  The broker streams 4 MiB DELIVERs to the
+ * stage while the stage's own 4 MiB SEND is being written; with more
+ * than 1 MiB of output waiting for the stage the broker stops reading
+ * it, so a library that only waited for room to write waited until the
+ * connection was reset.  The library now reads what comes while it
+ * waits to write (libipc/ipc.c, ipc_io_write, ipc_wait_writable,
+ * ipc_read_ahead): all 12 reach the sink, in order, intact.
+ */
+static void
+test_prefetching_stage_sending_large_messages_does_not_deadlock(
+    void **state)
+{
+	struct fix *f = *state;
+	static const char *const boxes[] = { "in", "out" };
+	struct ipc_mbox_attr attr;
+	struct ipc_conn *r;
+	uint8_t *want, *buf, *pbuf, *sbuf;
+	int prep[2], srep[2];
+	char why[200] = "", pw[200], sw[200];
+	long long t0, deadline;
+	pid_t prod, stage;
+
+	broker_start(&f->b, NULL);
+	r = fix_open_memfd(f, "0");
+	ipc_mbox_attr_init(&attr);
+	attr.capacity = 100;
+	attr.max_bytes = (int64_t)1 << 30;
+	attr.exclusive = 1;
+	for (int k = 0; k < 2; k++)
+		if (ipc_mbox_create(r, boxes[k], &attr, NULL) < 0)
+			fail_msg("create %s: %s", boxes[k], strerror(errno));
+	want = fix_alloc(f, STAGE_LEN);
+	buf = fix_alloc(f, STAGE_LEN);
+	pbuf = fix_alloc(f, STAGE_LEN);
+	sbuf = fix_alloc(f, STAGE_LEN);
+	large_fill(want, STAGE_LEN, 0);
+	memcpy(pbuf, want, STAGE_LEN);
+	fix_pipe(f, prep);
+	fix_pipe(f, srep);
+
+	t0 = test_now_ms();
+	if ((stage = fix_fork(f)) == 0)
+		_exit(stage_relay(f, sbuf, srep[1]));
+	if ((prod = fix_fork(f)) == 0)
+		_exit(stage_producer(f, pbuf, prep[1]));
+	/* The sink. */
+	for (uint64_t i = 0; i < STAGE_N && why[0] == '\0'; i++) {
+		struct ipc_msg_info info;
+		ssize_t n;
+
+		stage_stamp(want, i);
+		memset(buf, 0, STAGE_LEN);
+		memset(&info, 0, sizeof(info));
+		n = ipc_recv_timed(r, "out", buf, STAGE_LEN, TEST_WAIT_MS,
+		    &info);
+		if (n != (ssize_t)STAGE_LEN) {
+			snprintf(why, sizeof(why), "sink: #%llu: %zd (%s)",
+			    (unsigned long long)i, n, n < 0 ?
+			    strerror(errno) : "wrong length");
+		} else if (memcmp(buf, want, STAGE_LEN) != 0) {
+			struct seqmsg m;
+
+			memcpy(&m, buf, sizeof(m));
+			snprintf(why, sizeof(why), "sink: #%llu: wrong bytes "
+			    "(%s #%llu)", (unsigned long long)i,
+			    seq_valid(&m) ? "message" : "not a message",
+			    (unsigned long long)m.seq);
+		} else if (info.pid != stage) {
+			snprintf(why, sizeof(why), "sink: #%llu from pid %ld, "
+			    "not the stage's %ld", (unsigned long long)i,
+			    (long)info.pid, (long)stage);
+		}
+	}
+	if (why[0] != '\0')
+		fail_msg("%s (producer said: %s; stage said: %s)", why,
+		    kid_why(prep[0], pw, sizeof(pw)),
+		    kid_why(srep[0], sw, sizeof(sw)));
+	print_message("%u messages of %u MiB through a stage with prefetch "
+	    "%u in %lld ms\n", STAGE_N, STAGE_LEN >> 20, STAGE_PREFETCH,
+	    test_now_ms() - t0);
+	assert_exited(fix_reap(f, prod), 0);
+	assert_exited(fix_reap(f, stage), 0);
+	errno = 0;
+	assert_int_equal(ipc_recv_timed(r, "out", buf, STAGE_LEN, 0, NULL),
+	    -1);
+	assert_int_equal(errno, EAGAIN);
+	/* Nothing the stage held comes back once it is gone. */
+	deadline = test_now_ms() + TEST_WAIT_MS;
+	while (clients_of(r, stage).conns != 0)
+		if (test_now_ms() > deadline)
+			fail_msg("the stage's connection outlived it");
+	assert_int_equal(box_depth(r, "in"), 0);
+	assert_int_equal(box_depth(r, "out"), 0);
+	broker_stop(&f->b);
+}
+
+/* A sealed memfd passed by a descriptor open for writing only (the
+ * broker reads it, receivers map it: it would poison every receiver of
+ * the mailbox) is refused with EINVAL, nothing queued, the broker keeps
+ * no descriptor of it, and the connection goes on: a good memfd SEND
+ * after it is taken and received whole. */
+static void
+test_write_only_memfd_is_refused(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *g;
+	struct wire_frame fr;
+	uint8_t rbuf[4096];
+	char path[64];
+	void *got = NULL;
+	ssize_t n;
+	int base, raw, mfd, wo, ok;
+
+	broker_start(&f->b, NULL);
+	g = fix_open(f);
+	box_create(g, "wom", -1, -1);
+	base = broker_fds(f);
+	raw = raw_open(f);
+	raw_hello(raw);
+	broker_fds_wait(f, g, base + 1, "a raw connection");
+
+	mfd = test_memfd(f, 1000, 3, F_SEAL_WRITE | F_SEAL_SHRINK |
+	    F_SEAL_GROW);
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+	wo = open(path, O_WRONLY | O_CLOEXEC);
+	if (wo < 0)
+		fail_msg("open %s write-only: %s", path, strerror(errno));
+	fix_fd(f, wo);
+	/* The same sealed memfd, by a descriptor the broker cannot read. */
+	assert_int_equal(fcntl(wo, F_GET_SEALS) & (F_SEAL_WRITE |
+	    F_SEAL_SHRINK | F_SEAL_GROW), F_SEAL_WRITE | F_SEAL_SHRINK |
+	    F_SEAL_GROW);
+	fix_fd_close(f, mfd);
+	fr = raw_fd_send(10, "wom", NULL, 0);
+	raw_put(raw, &fr, wo);
+	fix_fd_close(f, wo);
+	raw_expect_error(raw, WIRE_E_INVAL, 10);
+	assert_int_equal(box_depth(g, "wom"), 0);
+	broker_fds_wait(f, g, base + 1, "the write-only memfd refused");
+
+	/* The connection goes on. */
+	mfd = test_memfd(f, 1000, 4, MEMFD_SEALED);
+	fr = raw_fd_send(11, "wom", NULL, 0);
+	raw_put(raw, &fr, mfd);
+	fix_fd_close(f, mfd);
+	raw_expect(raw, WIRE_SENT, 11, &fr, rbuf, sizeof(rbuf));
+	assert_int_equal(box_depth(g, "wom"), 1);
+	broker_fds_wait(f, g, base + 2, "a good memfd queued");
+	n = ipc_recv_alloc(g, "wom", &got, TEST_WAIT_MS, NULL);
+	ok = n == 1000 && memfd_bytes_ok(got, 1000, 4);
+	free(got);
+	if (!ok)
+		fail_msg("the good memfd: %zd (%s)", n, n < 0 ?
+		    strerror(errno) : "not its bytes");
+	assert_int_equal(box_depth(g, "wom"), 0);
+	broker_fds_wait(f, g, base + 1, "the good memfd acknowledged");
+	fix_fd_close(f, raw);
+	broker_fds_wait(f, g, base, "the raw connection closed");
+	broker_stop(&f->b);
+}
+
+/* Bytes waiting in this side's socket: to read (FIONREAD), or written
+ * and not yet read by the broker (SIOCOUTQ). */
+static int
+raw_queued(int fd, unsigned long what)
+{
+	int n = -1;
+
+	if (ioctl(fd, what, &n) < 0)
+		fail_msg("ioctl %s: %s", what == FIONREAD ? "FIONREAD" :
+		    "SIOCOUTQ", strerror(errno));
+	return n;
+}
+
+/*
+ * A receive stream held back for want of room in its connection's
+ * output resumes (daemon/conn.c, conn_flush_all) and its first take
+ * admits a SEND of that same connection parked on the mailbox, which
+ * frees the sender's wait (mbox_stream_run -> mbox_take ->
+ * mbox_admit_senders -> wait_finish).  conn_flush_all once walked
+ * c->waits running each stream, with the next wait saved before the
+ * run: that next one was the freed sender, read after free (found by
+ * review; AddressSanitizer in the sanitizer pass sees it).
+ *
+ * The order matters.  wait_park() pushes at the head of c->waits, so
+ * the SEND parked first and the CREDIT's stream after it are listed
+ * stream, then sender: the sender comes after the stream only if the
+ * SEND parked before the CREDIT, hence (b) before (c).  Parked the
+ * other way round the walk meets the sender first and never comes back
+ * to it.
+ *
+ * One raw connection:
+ *  (a) fills the broker's output to it past CONN_STREAM_HIGH (256 KiB)
+ *      without reading: PEEKs of a 60 KiB message, one at a time,
+ *      until what the broker pushed less what its socket holds
+ *      (FIONREAD here) is past 320 KiB; it stays under CONN_OUT_HIGH
+ *      (1 MiB), so the broker still reads the connection;
+ *  (b) SENDs to "m" (capacity 1, full with another connection's
+ *      message), timeout 10 s: parked;
+ *  (c) CREDITs "m" with 10: the stream is blocked (wait_ready finds
+ *      conn_stream_full), checked from another connection: m still
+ *      holds its message and its parked sender;
+ *  (d) reads all: the output drains, the stream resumes, takes m's
+ *      message, which admits the parked SEND (SENT), and takes that
+ *      one too: two DELIVERs with the stream's id, in order.
+ */
+static void
+test_blocked_stream_resumes_with_parked_sender_of_same_conn(void **state)
+{
+	struct fix *f = *state;
+	/* daemon/conn.c: CONN_STREAM_HIGH and CONN_OUT_HIGH. */
+	enum { STREAM_HIGH = 256 << 10, OUT_HIGH = 1 << 20,
+	    PEEK_LEN = 60 << 10, PEEKS_MAX = 256,
+	    SEND_ID = 2, STREAM_ID = 3, STAT_ID = 4, PEEK_ID = 100 };
+	size_t cap = PEEK_LEN + WIRE_OVERHEAD_MAX + WIRE_HDR_LEN;
+	struct ipc_conn *g, *n;
+	struct ipc_mbox_info info;
+	struct wire_frame fr;
+	struct seqmsg m;
+	uint8_t *big, *rbuf;
+	long long pushed = 0, deadline;
+	uint64_t next = 0;
+	int raw, npeek = 0, unread = 0, sent = 0;
+
+	broker_start(&f->b, NULL);
+	/* Inline payloads: a memfd message would weigh a few bytes in the
+	 * broker's output. */
+	g = fix_open_memfd(f, "0");
+	box_create(g, "big", -1, -1);
+	box_create(g, "m", 1, -1);
+	big = fix_alloc(f, PEEK_LEN);
+	rbuf = fix_alloc(f, cap);
+	large_fill(big, PEEK_LEN, 0);
+	assert_int_equal(ipc_send(g, "big", big, PEEK_LEN), 0);
+	send_seq(g, "m", 0, 0);
+	raw = raw_open(f);
+	raw_hello(raw);
+
+	/* (a) */
+	for (;;) {
+		fr = (struct wire_frame){ .type = WIRE_PEEK,
+		    .id = PEEK_ID + (uint64_t)npeek };
+		fr.b.peek.max_count = 1;
+		fr.b.peek.name = wire_str("big");
+		raw_put(raw, &fr, -1);
+		npeek++;
+		/* At least a DELIVER of the message and an OK. */
+		pushed += PEEK_LEN + 2 * WIRE_HDR_LEN;
+		/* The broker has read it once nothing of ours is left in
+		 * the socket; two round trips on g later it has finished
+		 * that round too, writing to raw until its socket took no
+		 * more. */
+		deadline = test_now_ms() + TEST_WAIT_MS;
+		while (raw_queued(raw, SIOCOUTQ) > 0)
+			if (test_now_ms() > deadline)
+				fail_msg("the broker does not read the raw "
+				    "connection (PEEK %d)", npeek);
+			else
+				(void)box_depth(g, "m");
+		(void)box_depth(g, "m");
+		assert_int_equal(box_depth(g, "m"), 1);
+		unread = raw_queued(raw, FIONREAD);
+		if (pushed - unread > STREAM_HIGH + (64 << 10))
+			break;
+		if (npeek == PEEKS_MAX)
+			fail_msg("%d PEEKs of %d KiB unread, and the socket "
+			    "holds %d bytes of them", npeek, PEEK_LEN >> 10,
+			    unread);
+	}
+	/* At most this much waits in the broker: it still reads. */
+	assert_true((long long)npeek * (PEEK_LEN + 2 * WIRE_HDR_LEN +
+	    WIRE_OVERHEAD_MAX) - unread < OUT_HIGH - (64 << 10));
+	print_message("%d PEEKs of %d KiB unread: the socket holds %d KiB, "
+	    "the broker at least %lld KiB\n", npeek, PEEK_LEN >> 10,
+	    unread >> 10, (pushed - unread) >> 10);
+
+	/* (b) */
+	m = seq_make(0, 1);
+	fr = (struct wire_frame){ .type = WIRE_SEND, .id = SEND_ID };
+	fr.b.send.timeout_ms = 10000;
+	fr.b.send.flags = 0;
+	fr.b.send.dest = wire_str("m");
+	fr.b.send.payload.p = (const uint8_t *)&m;
+	fr.b.send.payload.len = sizeof(m);
+	raw_put(raw, &fr, -1);
+	deadline = test_now_ms() + TEST_WAIT_MS;
+	while (box_stat(g, "m").waiting_senders != 1)
+		if (test_now_ms() > deadline)
+			fail_msg("the raw SEND did not park");
+
+	/* (c) */
+	fr = (struct wire_frame){ .type = WIRE_CREDIT, .id = STREAM_ID };
+	fr.b.credit.credit = 10;
+	fr.b.credit.flags = 0;
+	fr.b.credit.max_len = 4096;
+	fr.b.credit.source = wire_str("m");
+	raw_put(raw, &fr, -1);
+	box_wait(g, "m", RECEIVERS, 1);
+	info = box_stat(g, "m");
+	if (info.depth != 1 || info.waiting_senders != 1)
+		fail_msg("the stream was not held back (depth %u, %u senders "
+		    "waiting): the broker's output to it was not past 256 "
+		    "KiB", info.depth, info.waiting_senders);
+
+	/* (d) */
+	for (int i = 0; i < npeek; i++) {
+		uint64_t id = PEEK_ID + (uint64_t)i;
+
+		raw_expect(raw, WIRE_DELIVER, id, &fr, rbuf, cap);
+		if (fr.b.deliver.payload.len != PEEK_LEN ||
+		    memcmp(fr.b.deliver.payload.p, big, PEEK_LEN) != 0)
+			fail_msg("PEEK %d: %zu bytes, not the message's", i,
+			    fr.b.deliver.payload.len);
+		raw_expect(raw, WIRE_OK, id, &fr, rbuf, cap);
+	}
+	/* The stream's first take admits the parked SEND, whose SENT may
+	 * come before its DELIVER or after. */
+	for (int i = 0; i < 3; i++) {
+		int r = raw_get(raw, rbuf, cap, &fr);
+
+		if (r != 1)
+			fail_msg("frame %d after the PEEKs: %s", i, r == 0 ?
+			    "the broker closed" : "nothing, or a bad frame");
+		if (fr.type == WIRE_SENT && fr.id == SEND_ID && !sent) {
+			sent = 1;
+			continue;
+		}
+		if (fr.type != WIRE_DELIVER || fr.id != STREAM_ID)
+			fail_msg("frame %d after the PEEKs: %s for #%llu",
+			    i, wire_type_name(fr.type),
+			    (unsigned long long)fr.id);
+		if (fr.b.deliver.payload.len != sizeof(m))
+			fail_msg("DELIVER %llu: %zu bytes",
+			    (unsigned long long)next,
+			    fr.b.deliver.payload.len);
+		memcpy(&m, fr.b.deliver.payload.p, sizeof(m));
+		if (!seq_valid(&m) || m.seq != next)
+			fail_msg("DELIVER %llu: %s #%llu",
+			    (unsigned long long)next, seq_valid(&m) ?
+			    "message" : "not a message",
+			    (unsigned long long)m.seq);
+		assert_true(wire_str_eq(fr.b.deliver.source, "m"));
+		next++;
+	}
+	assert_int_equal(sent, 1);
+	assert_int_equal(next, 2);
+	/* Nothing more on the stream before this answer. */
+	fr = (struct wire_frame){ .type = WIRE_MBOX_STAT, .id = STAT_ID };
+	fr.b.name.name = wire_str("m");
+	raw_put(raw, &fr, -1);
+	raw_expect(raw, WIRE_MBOX_INFO, STAT_ID, &fr, rbuf, cap);
+	assert_int_equal(fr.b.info.depth, 0);
+	assert_int_equal(fr.b.info.waiting_senders, 0);
+	assert_int_equal(fr.b.info.waiting_receivers, 1);
+
+	/* The broker is well: a new client is answered. */
+	n = fix_open(f);
+	info = box_stat(n, "m");
+	assert_int_equal(info.depth, 0);
+	assert_int_equal(info.waiting_senders, 0);
+	fix_fd_close(f, raw);
+	box_create(n, "after", -1, -1);
+	good_round(n, "after", 0);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -3323,6 +3827,9 @@ main(void)
 		T(test_memfd_small_buffer_emsgsize_then_whole_and_armed_receive),
 		T(test_memfd_streamed_messages_read_past_are_kept_intact),
 		T(test_memfd_async_sends_of_exited_process_all_queued),
+		T(test_prefetching_stage_sending_large_messages_does_not_deadlock),
+		T(test_write_only_memfd_is_refused),
+		T(test_blocked_stream_resumes_with_parked_sender_of_same_conn),
 	};
 
 	test_init(600);
