@@ -501,8 +501,8 @@ mbox_feed_receivers(struct broker *b, struct mbox *m)
 	    w = next) {
 		int end = w == last;
 
-		/* A stream that takes goes to the back: the walk stops
-		 * at the last one that was waiting when it began. */
+		/* The walk stops at the last one that was waiting when it
+		 * began, should any move behind it while it runs. */
 		next = w->next;
 		if (w->stream)
 			mbox_stream_run(b, w);
