@@ -118,6 +118,7 @@ struct mbox {
 	struct mbox *hnext;		/* hash chain */
 	struct proc *owner;		/* direct queue of this process */
 	char *name;
+	size_t name_len;
 	uint32_t hash;
 	uuid_t uuid;
 	uint32_t capacity;		/* messages; 0: rendezvous */

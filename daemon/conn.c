@@ -719,7 +719,9 @@ conn_reply_deliver(struct conn *c, uint64_t req_id, const struct mbox *m,
 	f.b.deliver.gid = msg->gid;
 	f.b.deliver.flags = msg->flags & MSG_REDELIVERED;
 	f.b.deliver.sender = wire_str(sender);
-	f.b.deliver.source = wire_str(m->name);
+	/* Its length kept with it: this runs for every message. */
+	f.b.deliver.source.p = (const uint8_t *)m->name;
+	f.b.deliver.source.len = m->name_len;
 	f.b.deliver.payload.p = msg->data;
 	f.b.deliver.payload.len = msg->len;
 	if (msg->fd >= 0 && may_pass_fd && c->kind == CONN_LOCAL &&

@@ -154,7 +154,8 @@ mbox_create(struct broker *b, struct conn *c,
 		mbox_free(m);
 		return -ENOMEM;
 	}
-	m->hash = mbox_hash(name, strlen(name));
+	m->name_len = strlen(name);
+	m->hash = mbox_hash(name, m->name_len);
 	uuid_generate(m->uuid);
 	m->capacity = req->capacity == WIRE_DEFAULT32 ?
 	    b->lim.default_capacity : req->capacity;
@@ -192,7 +193,8 @@ mbox_info(const struct mbox *m, struct wire_mbox_info *out)
 	out->msgs_in = m->msgs_in;
 	out->msgs_out = m->msgs_out;
 	out->created_ns = m->created_ns;
-	out->name = wire_str(m->name);
+	out->name.p = (const uint8_t *)m->name;
+	out->name.len = m->name_len;
 }
 
 /* --- queues ------------------------------------------------------------- */
@@ -847,6 +849,7 @@ mbox_init_queue(struct broker *b, struct mbox *m, const char *name,
 	memset(m, 0, sizeof(*m));
 	if ((m->name = strdup(name)) == NULL)
 		return -ENOMEM;
+	m->name_len = strlen(name);
 	m->owner = owner;
 	uuid_generate(m->uuid);
 	m->capacity = b->lim.default_capacity ? b->lim.default_capacity : 1;

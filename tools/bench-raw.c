@@ -138,24 +138,9 @@ struct raw_io {
 
 static unsigned raw_serial;	/* makes POSIX queue names unique */
 
-static void
-raw_why(char *why, size_t why_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
 static int
 raw_fail(struct raw_run *r, int me, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-static void
-raw_why(char *why, size_t why_size, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (why == NULL || why_size == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(why, why_size, fmt, ap);
-	va_end(ap);
-}
 
 /* A party's failure, told to the parent as "NAME: what".  Returns -1. */
 static int
@@ -238,18 +223,18 @@ raw_init(struct raw_run *r, const struct bench_cfg *cfg, int samples,
 	r->msqid = -1;
 	r->port = -1;
 	if (cfg->size < 8) {
-		raw_why(why, why_size, "payload of %zu bytes: no room for the "
+		bench_why(why, why_size, "payload of %zu bytes: no room for the "
 		    "8-byte sequence number", cfg->size);
 		return -1;
 	}
 	if (cfg->count == 0) {
-		raw_why(why, why_size, "nothing to measure (count 0)");
+		bench_why(why, why_size, "nothing to measure (count 0)");
 		return -1;
 	}
 	r->shm_len = sizeof(*r->shm);
 	if (samples) {
 		if (cfg->count > (SIZE_MAX - r->shm_len) / sizeof(uint64_t)) {
-			raw_why(why, why_size, "%u samples do not fit in "
+			bench_why(why, why_size, "%u samples do not fit in "
 			    "memory", cfg->count);
 			return -1;
 		}
@@ -259,7 +244,7 @@ raw_init(struct raw_run *r, const struct bench_cfg *cfg, int samples,
 	    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (r->shm == MAP_FAILED) {
 		r->shm = NULL;
-		raw_why(why, why_size, "mmap of %zu bytes: %s", r->shm_len,
+		bench_why(why, why_size, "mmap of %zu bytes: %s", r->shm_len,
 		    strerror(errno));
 		return -1;
 	}
@@ -381,7 +366,7 @@ raw_reap(struct raw_run *r, const pid_t *pid, int n, int *first,
 			memset(&si, 0, sizeof(si));
 			if (waitid(P_PID, (id_t)pid[i], &si, WEXITED |
 			    WNOHANG | WNOWAIT) == -1) {
-				raw_why(why, why_size, "waitid %d: %s",
+				bench_why(why, why_size, "waitid %d: %s",
 				    (int)pid[i], strerror(errno));
 				goto out;
 			}
@@ -401,7 +386,7 @@ raw_reap(struct raw_run *r, const pid_t *pid, int n, int *first,
 			if (*first < 0 || (crashed && !first_crashed)) {
 				*first = i;
 				first_crashed = crashed;
-				raw_why(why, why_size, "%s: %s",
+				bench_why(why, why_size, "%s: %s",
 				    r->party[i].name, w);
 			}
 		}
@@ -418,7 +403,7 @@ raw_reap(struct raw_run *r, const pid_t *pid, int n, int *first,
 					    sizeof(names) - strlen(names),
 					    "%s%s", names[0] ? ", " : "",
 					    r->party[i].name);
-			raw_why(why, why_size, "%s still running after %d s: "
+			bench_why(why, why_size, "%s still running after %d s: "
 			    "killed", names, RAW_RUN_MS / 1000);
 			goto out;
 		}
@@ -466,13 +451,13 @@ raw_exec(struct raw_run *r, char *why, size_t why_size)
 	char w[RAW_WHY];
 
 	if ((e = bench_gate_init(&r->gate)) < 0) {
-		raw_why(why, why_size, "pipe: %s", strerror(-e));
+		bench_why(why, why_size, "pipe: %s", strerror(-e));
 		return -1;
 	}
 	for (i = 0; i < r->nparty; i++) {
 		if ((pid[i] = bench_fork(r->cfg, raw_child,
 		    &r->party[i])) < 0) {
-			raw_why(why, why_size, "fork: %s",
+			bench_why(why, why_size, "fork: %s",
 			    strerror((int)-pid[i]));
 			goto out;
 		}
@@ -481,12 +466,12 @@ raw_exec(struct raw_run *r, char *why, size_t why_size)
 	raw_drop(r);
 	if ((e = bench_gate_open(&r->gate, (unsigned)n, RAW_READY_MS)) < 0) {
 		if (e == -ETIMEDOUT)
-			raw_why(why, why_size, "not all set up after %d s",
+			bench_why(why, why_size, "not all set up after %d s",
 			    RAW_READY_MS / 1000);
 		else if (e == -EPIPE)
-			raw_why(why, why_size, "a party died setting up");
+			bench_why(why, why_size, "a party died setting up");
 		else
-			raw_why(why, why_size, "start gate: %s",
+			bench_why(why, why_size, "start gate: %s",
 			    strerror(-e));
 		goto out;
 	}
@@ -512,7 +497,7 @@ out:
 		 * worst kind wins. */
 		if (told > crashed)
 			continue;
-		raw_why(why, why_size, "%s: %s", r->party[i].name, w);
+		bench_why(why, why_size, "%s: %s", r->party[i].name, w);
 		told = 1 + crashed;
 		if (crashed)
 			first = i;
@@ -526,7 +511,7 @@ out:
 			    r->shm->why[first][0] == '\0'; first++)
 				;
 		if (first < r->nparty && r->shm->why[first][0] != '\0')
-			raw_why(why, why_size, "%s", r->shm->why[first]);
+			bench_why(why, why_size, "%s", r->shm->why[first]);
 	}
 	return rc;
 }
@@ -857,7 +842,7 @@ static int
 raw_socketpair(int *sv, char *why, size_t why_size)
 {
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1) {
-		raw_why(why, why_size, "socketpair: %s", strerror(errno));
+		bench_why(why, why_size, "socketpair: %s", strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -1329,7 +1314,7 @@ pmq_open(struct raw_run *r, int n, char *why, size_t why_size)
 	int i;
 
 	if (r->cfg->size > (size_t)max) {
-		raw_why(why, why_size, "POSIX mq: message size over the "
+		bench_why(why, why_size, "POSIX mq: message size over the "
 		    "system limit (%zu > %ld)", r->cfg->size, max);
 		return -1;
 	}
@@ -1343,16 +1328,16 @@ pmq_open(struct raw_run *r, int n, char *why, size_t why_size)
 		    O_CLOEXEC, 0600, &attr);
 		if (r->mq[i] == (mqd_t)-1) {
 			if (errno == EINVAL)
-				raw_why(why, why_size, "POSIX mq: message "
+				bench_why(why, why_size, "POSIX mq: message "
 				    "size over the system limit (mq_open "
 				    "%s: %s)", name, strerror(errno));
 			else
-				raw_why(why, why_size, "mq_open %s: %s", name,
+				bench_why(why, why_size, "mq_open %s: %s", name,
 				    strerror(errno));
 			return -1;
 		}
 		if (mq_unlink(name) == -1) {
-			raw_why(why, why_size, "mq_unlink %s: %s", name,
+			bench_why(why, why_size, "mq_unlink %s: %s", name,
 			    strerror(errno));
 			return -1;
 		}
@@ -1439,12 +1424,12 @@ smq_open(struct raw_run *r, char *why, size_t why_size)
 	long max = raw_proc_limit("/proc/sys/kernel/msgmax", RAW_MSGMAX);
 
 	if (r->cfg->size > (size_t)max) {
-		raw_why(why, why_size, "System V mq: message size over the "
+		bench_why(why, why_size, "System V mq: message size over the "
 		    "system limit (%zu > MSGMAX %ld)", r->cfg->size, max);
 		return -1;
 	}
 	if ((r->msqid = msgget(IPC_PRIVATE, IPC_CREAT | 0600)) == -1) {
-		raw_why(why, why_size, "msgget: %s", strerror(errno));
+		bench_why(why, why_size, "msgget: %s", strerror(errno));
 		return -1;
 	}
 	r->ops = &smq_ops;
@@ -1612,17 +1597,17 @@ raw_tls_thr(const struct bench_cfg *cfg, const char *psk_file,
 	if (raw_init(&r, cfg, 0, why, why_size) < 0)
 		goto out;
 	if (psk_file == NULL) {
-		raw_why(why, why_size, "TLS: no PSK file");
+		bench_why(why, why_size, "TLS: no PSK file");
 		goto out;
 	}
 	r.psk_file = psk_file;
 	if ((r.fd[0] = serverSocketBind("127.0.0.1", 0)) == -1) {
-		raw_why(why, why_size, "listen on 127.0.0.1: %s",
+		bench_why(why, why_size, "listen on 127.0.0.1: %s",
 		    strerror(errno));
 		goto out;
 	}
 	if ((r.port = portSocket(r.fd[0])) == -1) {
-		raw_why(why, why_size, "port of the listener: %s",
+		bench_why(why, why_size, "port of the listener: %s",
 		    strerror(errno));
 		goto out;
 	}
@@ -1838,7 +1823,7 @@ rzmq_setup(struct raw_run *r, raw_fn *a, raw_fn *b, int a_fd, char *why,
 	    getenv("TMPDIR") != NULL && *getenv("TMPDIR") != '\0' ?
 	    getenv("TMPDIR") : "/tmp");
 	if (mkdtemp(r->dir) == NULL) {
-		raw_why(why, why_size, "mkdtemp %s: %s", r->dir,
+		bench_why(why, why_size, "mkdtemp %s: %s", r->dir,
 		    strerror(errno));
 		r->dir[0] = '\0';
 		return -1;

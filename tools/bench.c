@@ -168,11 +168,7 @@ bench_fork(const struct bench_cfg *cfg, int (*fn)(void *), void *arg)
 	_exit(fn(arg) ? 1 : 0);
 }
 
-static void
-bench_why(char *why, size_t why_size, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void
+void
 bench_why(char *why, size_t why_size, const char *fmt, ...)
 {
 	va_list ap;

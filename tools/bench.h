@@ -40,6 +40,10 @@ struct bench_thr {
 	double secs;
 };
 
+/* Write a reason into why (why_size bytes; nothing when why is NULL). */
+void bench_why(char *why, size_t why_size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Monotonic nanoseconds. */
 uint64_t bench_now_ns(void);
 
