@@ -165,6 +165,8 @@ struct conn {
 	enum conn_state state;
 	enum conn_kind kind;
 	struct tls *tls;		/* TCP: every byte goes through it */
+	const char *identity;		/* TCP without TLS (conn_adopt):
+					 * whom it stands for */
 	int tls_want_write;		/* a read needs the socket writable */
 	int tls_want;			/* handshake: POLLIN or POLLOUT */
 	int connecting;			/* CONN_LINK_OUT: TCP connect going */
@@ -321,6 +323,13 @@ struct broker {
 
 /* Wall-clock nanoseconds, for enqueue and creation times. */
 uint64_t broker_wall_ns(void);
+/* broker.c: every limit at its default, no descriptor open. */
+void broker_defaults(struct broker *b);
+/* The loop and the tables; 0, or -1 with errno. */
+int broker_open(struct broker *b);
+/* Every connection told why and closed, everything freed (the listening
+ * sockets are the caller's). */
+void broker_close(struct broker *b, const char *why);
 
 /* --- quota.c ------------------------------------------------------------ */
 
@@ -451,6 +460,13 @@ void conn_accept_tcp(struct broker *b);
 /* Our side of a link: a conn on a connecting TCP socket fd.  NULL when
  * it could not be set up (fd closed). */
 struct conn *conn_new_link(struct broker *b, struct link *l, int fd);
+/* A connection on fd as if accepted: CONN_LOCAL (credentials from the
+ * socket), or CONN_TCP already authenticated as identity (no TLS: for
+ * the in-process harnesses in fuzz/).  NULL when refused. */
+struct conn *conn_adopt(struct broker *b, int fd, enum conn_kind kind,
+    const char *identity);
+/* The authenticated identity of a TCP peer. */
+const char *conn_peer(const struct conn *c);
 /* Queue frame f on c, written before the loop next waits. */
 void conn_push(struct conn *c, const struct wire_frame *f);
 /* c is throttled by its unwritten output. */

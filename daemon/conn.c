@@ -219,9 +219,18 @@ conn_tcp_options(struct broker *b, int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
-/* A conn on fd (made non-blocking); NULL when refused (fd closed). */
+/* Who authenticated at the other end of a TCP connection: TLS says, or
+ * the harness that adopted it (conn_adopt). */
+const char *
+conn_peer(const struct conn *c)
+{
+	return c->tls != NULL ? tls_peer(c->tls) : c->identity;
+}
+
+/* A conn on fd (made non-blocking); NULL when refused (fd closed).  A
+ * TCP conn with an identity starts past TLS, as if authenticated as it. */
 static struct conn *
-conn_new(struct broker *b, int fd, enum conn_kind kind)
+conn_new(struct broker *b, int fd, enum conn_kind kind, const char *identity)
 {
 	socklen_t len = sizeof(struct ucred);
 	struct conn *c;
@@ -255,9 +264,13 @@ conn_new(struct broker *b, int fd, enum conn_kind kind)
 		c->cred = (struct ucred){ .pid = 0, .uid = b->remote_uid,
 		    .gid = b->remote_gid };
 		c->state = CONN_TLS;
-		c->tls = tls_new(kind == CONN_LINK_OUT ? b->tls_client :
+		c->identity = identity;
+		if (identity != NULL)
+			c->state = CONN_HELLO;
+		else
+			c->tls = tls_new(kind == CONN_LINK_OUT ? b->tls_client :
 		    b->tls_server, fd);
-		if (c->tls == NULL) {
+		if (c->tls == NULL && identity == NULL) {
 			closeSocket(fd);
 			free(c);
 			return NULL;
@@ -312,9 +325,15 @@ conn_new(struct broker *b, int fd, enum conn_kind kind)
 }
 
 struct conn *
+conn_adopt(struct broker *b, int fd, enum conn_kind kind, const char *identity)
+{
+	return conn_new(b, fd, kind, kind == CONN_LOCAL ? NULL : identity);
+}
+
+struct conn *
 conn_new_link(struct broker *b, struct link *l, int fd)
 {
-	struct conn *c = conn_new(b, fd, CONN_LINK_OUT);
+	struct conn *c = conn_new(b, fd, CONN_LINK_OUT, NULL);
 
 	if (c != NULL)
 		c->link = l;
@@ -358,7 +377,7 @@ conn_accept_tcp(struct broker *b)
 			closeSocket(fd);
 			continue;
 		}
-		conn_new(b, fd, CONN_TCP);
+		conn_new(b, fd, CONN_TCP, NULL);
 	}
 }
 
@@ -374,7 +393,7 @@ conn_accept_all(struct broker *b)
 			/* EMFILE and friends: the next round tries again. */
 			return;
 		}
-		conn_new(b, fd, CONN_LOCAL);
+		conn_new(b, fd, CONN_LOCAL, NULL);
 	}
 }
 
@@ -1011,7 +1030,7 @@ conn_on_link_hello(struct conn *c, const struct wire_frame *f)
 		conn_violation(c, f->id, EPROTO, "bad broker name");
 		return;
 	}
-	if ((p = peer_get(c->b, tls_peer(c->tls), name, h->epoch)) == NULL) {
+	if ((p = peer_get(c->b, conn_peer(c), name, h->epoch)) == NULL) {
 		conn_violation(c, f->id, ENOMEM, "too many brokers");
 		return;
 	}
@@ -1034,7 +1053,7 @@ conn_on_link_hello(struct conn *c, const struct wire_frame *f)
 	    h->heartbeat_ms) : c->b->lim.heartbeat_ms);
 	loop_timer_set(c->b->loop, &c->hello_timer, loop_now_ms() +
 	    c->silence_ms);
-	log_info("link from %s (%s, %s) up", name, tls_peer(c->tls), c->addr);
+	log_info("link from %s (%s, %s) up", name, conn_peer(c), c->addr);
 	w.b.welcome.version = WIRE_VERSION;
 	w.b.welcome.max_payload = c->b->lim.max_payload;
 	w.b.welcome.conn_id = c->id;
@@ -1070,9 +1089,9 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 		/* A process of another host, authenticated as its
 		 * identity: it has the mapped uid and no direct queue. */
 		c->kind = CONN_REMOTE_CLIENT;
-		conn_map_uid(c->b, tls_peer(c->tls), -1, &c->cred);
+		conn_map_uid(c->b, conn_peer(c), -1, &c->cred);
 		log_info("remote client %s (%s) connected as uid %u",
-		    c->addr, tls_peer(c->tls), (unsigned)c->cred.uid);
+		    c->addr, conn_peer(c), (unsigned)c->cred.uid);
 	} else if ((r = proc_attach(c->b, c)) < 0) {
 		conn_violation(c, f->id, -r, r == -ENOMEM ? "out of memory" :
 		    "cannot tell which process this is");
@@ -1413,7 +1432,7 @@ conn_on_link_send(struct conn *c, const struct wire_frame *f)
 		    "be 0");
 		return;
 	}
-	conn_map_uid(b, tls_peer(c->tls), s->uid, &cred);
+	conn_map_uid(b, conn_peer(c), s->uid, &cred);
 	if (conn_parse_addr(c, f->id, s->dest, &a) < 0 ||
 	    (m = conn_resolve_addr(c, f->id, &a, ACCESS_WRITE,
 	    &cred)) == NULL)
@@ -2166,7 +2185,7 @@ conn_tls_step(struct conn *c)
 	}
 	c->state = CONN_HELLO;
 	log_debug("conn %llu: TLS with %s (%s) established",
-	    (unsigned long long)c->id, c->addr, tls_peer(c->tls));
+	    (unsigned long long)c->id, c->addr, conn_peer(c));
 	if (c->kind == CONN_LINK_OUT)
 		link_conn_up(c);
 }

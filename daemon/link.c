@@ -678,7 +678,7 @@ link_conn_up(struct conn *c)
 	struct link *l = c->link;
 	struct wire_frame f = { .type = WIRE_LINK_HELLO, .id = 1 };
 
-	snprintf(l->identity, sizeof(l->identity), "%s", tls_peer(c->tls));
+	snprintf(l->identity, sizeof(l->identity), "%s", conn_peer(c));
 	f.b.link_hello.magic = WIRE_MAGIC;
 	f.b.link_hello.version_min = WIRE_VERSION;
 	f.b.link_hello.version_max = WIRE_VERSION;

@@ -216,30 +216,39 @@ loop_before_wait(struct loop *l, void (*fn)(void *), void *data)
 }
 
 int
-loop_run(struct loop *l)
+loop_run_once(struct loop *l, int max_wait_ms)
 {
 	struct epoll_event evs[LOOP_BATCH];
+	int n, wait;
 
+	loop_fire_timers(l);
+	if (l->before_wait != NULL)
+		l->before_wait(l->before_data);
+	if (l->stop)
+		return 0;
+	wait = loop_timeout(l);
+	if (max_wait_ms >= 0 && (wait < 0 || wait > max_wait_ms))
+		wait = max_wait_ms;
+	n = epoll_wait(l->epfd, evs, LOOP_BATCH, wait);
+	if (n < 0)
+		return errno == EINTR ? 0 : -errno;
+	for (int i = 0; i < n && !l->stop; i++) {
+		struct loop_watch *w = evs[i].data.ptr;
+
+		w->cb(w, evs[i].events);
+	}
+	return n;
+}
+
+int
+loop_run(struct loop *l)
+{
 	l->stop = 0;
 	while (!l->stop) {
-		int n;
+		int n = loop_run_once(l, -1);
 
-		loop_fire_timers(l);
-		if (l->before_wait != NULL)
-			l->before_wait(l->before_data);
-		if (l->stop)
-			break;
-		n = epoll_wait(l->epfd, evs, LOOP_BATCH, loop_timeout(l));
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		for (int i = 0; i < n && !l->stop; i++) {
-			struct loop_watch *w = evs[i].data.ptr;
-
-			w->cb(w, evs[i].events);
-		}
+		if (n < 0)
+			return n;
 	}
 	return 0;
 }

@@ -54,6 +54,11 @@ int64_t loop_now_ms(void);
  * meets a connection freed earlier in the same batch). */
 void loop_before_wait(struct loop *l, void (*fn)(void *), void *data);
 
+/* One round: due timers, the before-wait hook, then at most max_wait_ms
+ * (-1: until the next timer) waiting for events, and their callbacks.
+ * Returns how many events it handled, or -errno when epoll failed.  For
+ * harnesses that drive a broker in-process (fuzz/). */
+int loop_run_once(struct loop *l, int max_wait_ms);
 /* Run until loop_stop().  Returns 0, or -errno when epoll failed. */
 int loop_run(struct loop *l);
 void loop_stop(struct loop *l);

@@ -278,13 +278,6 @@ main_on_signal(struct loop_watch *w, uint32_t events)
 	}
 }
 
-static void
-main_before_wait(void *data)
-{
-	conn_flush_all(data);
-	proc_reap(data);
-}
-
 static int
 main_write_pidfile(const char *path)
 {
@@ -373,22 +366,7 @@ main(int argc, char **argv)
 	uint64_t v;
 	sigset_t mask;
 
-	memset(&b, 0, sizeof(b));
-	b.lim.max_payload = WIRE_PAYLOAD_DEFAULT;
-	b.lim.default_capacity = 1024;
-	b.lim.default_max_bytes = 64u << 20;
-	b.lim.max_connections = 4096;
-	b.lim.max_mailboxes = 65536;
-	b.lim.hello_timeout_ms = 5000;
-	b.lim.direct_wait_ms = 1000;
-	b.lim.heartbeat_ms = 2000;
-	b.lim.link_queue = 65536;
-	b.lim.link_queue_bytes = 256u << 20;
-	b.lim.max_conns_per_addr = 64;
-	b.remote_uid = 65534;
-	b.remote_gid = 65534;
-	b.tcp_fd = -1;
-	b.resolve_fd[0] = b.resolve_fd[1] = -1;
+	broker_defaults(&b);
 	while ((c = getopt_long(argc, argv, "s:dp:l:t:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 't':
@@ -649,9 +627,7 @@ main(int argc, char **argv)
 		link_name(h, tcp_port, b.name, sizeof(b.name));
 	}
 	broker_fd_limit(&b);
-	if ((b.loop = loop_new()) == NULL || mbox_table_init(&b) < 0 ||
-	    proc_table_init(&b) < 0 ||
-	    nonblockSocket(b.listen_fd, 1) < 0) {
+	if (broker_open(&b) < 0 || nonblockSocket(b.listen_fd, 1) < 0) {
 		log_error("start: %s", strerror(errno ? errno : ENOMEM));
 		unlink(path);
 		return 1;
@@ -661,8 +637,6 @@ main(int argc, char **argv)
 		unlink(path);
 		return 1;
 	}
-	b.started_ms = loop_now_ms();
-	b.started_ns = broker_wall_ns();
 	b.listen_watch = (struct loop_watch){ .fd = b.listen_fd,
 	    .cb = main_on_listen, .data = &b };
 	b.signal_watch = (struct loop_watch){ .fd = sfd,
@@ -677,7 +651,6 @@ main(int argc, char **argv)
 		unlink(path);
 		return 1;
 	}
-	loop_before_wait(b.loop, main_before_wait, &b);
 	if (pidfile != NULL && main_write_pidfile(pidfile) < 0) {
 		unlink(path);
 		return 1;
@@ -711,29 +684,14 @@ main(int argc, char **argv)
 
 	if ((rc = loop_run(b.loop)) < 0)
 		log_error("event loop: %s", strerror(-rc));
-	conn_close_all(&b, "the broker is stopping");
-	link_free_all(&b);
 	closeSocket(b.listen_fd);
 	if (b.tcp_fd >= 0)
 		closeSocket(b.tcp_fd);
-	tls_ctx_free(b.tls_server);
-	tls_ctx_free(b.tls_client);
-	while (b.uid_map != NULL) {
-		struct uid_map *m = b.uid_map;
-
-		b.uid_map = m->next;
-		free(m->identity);
-		free(m);
-	}
 	unlink(path);
 	if (pidfile != NULL)
 		unlink(pidfile);
 	close(sfd);
-	proc_table_free(&b);
-	mbox_table_free(&b);
-	free(b.rbuf);
-	quota_free_all(&b);
-	loop_free(b.loop);
+	broker_close(&b, "the broker is stopping");
 	log_info("stopped");
 	return rc < 0 ? 1 : 0;
 }
