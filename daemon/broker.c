@@ -28,6 +28,13 @@ broker_defaults(struct broker *b)
 	b->lim.link_queue = 65536;
 	b->lim.link_queue_bytes = 256u << 20;
 	b->lim.max_conns_per_addr = 64;
+	/* Per uid: room for any desktop session or server, while one user
+	 * cannot take all of the broker. */
+	b->lim.max_conns_per_uid = 1024;
+	b->lim.max_mailboxes_per_uid = 16384;
+	b->lim.max_bytes_per_uid = 1ull << 30;
+	b->lim.max_fds_per_uid = 1024;
+	b->lim.max_handshakes = 256;
 	b->remote_uid = 65534;
 	b->remote_gid = 65534;
 	b->listen_fd = -1;
@@ -50,6 +57,7 @@ broker_open(struct broker *b)
 	    proc_table_init(b) < 0)
 		return -1;
 	loop_before_wait(b->loop, broker_before_wait, b);
+	loop_timer_init(&b->accept_timer, conn_accept_resume, b);
 	b->started_ms = loop_now_ms();
 	b->started_ns = broker_wall_ns();
 	return 0;

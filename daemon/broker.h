@@ -48,6 +48,8 @@ struct quota {
 	uid_t uid;
 	uint32_t mailboxes;
 	uint64_t bytes;
+	uint32_t conns;			/* past the handshake */
+	uint32_t fds;			/* memfd messages held */
 };
 
 /* A message in the broker: one allocation, header and bytes.  Its bytes
@@ -181,6 +183,9 @@ struct conn {
 					 * this long (LINK_MISSED of the
 					 * slower side's heartbeats) */
 	struct ucred cred;
+	struct quota *quota;		/* counts it, from HELLO on */
+	struct conn *hs_next, *hs_prev;	/* the broker's handshaking list */
+	int handshaking;		/* on it */
 	struct proc *proc;		/* from HELLO on */
 	struct conn *pnext;		/* the proc's conns */
 	char comm[17];
@@ -227,6 +232,9 @@ struct broker_limits {
 	uint32_t max_mailboxes;
 	uint32_t max_mailboxes_per_uid;	/* 0: no limit */
 	uint64_t max_bytes_per_uid;	/* queued; 0: no limit */
+	uint32_t max_conns_per_uid;	/* 0: no limit */
+	uint32_t max_fds_per_uid;	/* memfds held; 0: no limit */
+	uint32_t max_handshakes;	/* incomplete connections held */
 	uint32_t hello_timeout_ms;
 	uint32_t direct_wait_ms;	/* for a pid to connect */
 	uint32_t heartbeat_ms;		/* links: PING period; dead after
@@ -269,6 +277,7 @@ struct broker_counters {
 	uint64_t err_nosuchproc, dropped_proc_gone, dropped_mbox_deleted;
 	uint64_t redelivered, failures_reported, acks, events_dropped;
 	uint64_t tls_refused, link_msgs_out, link_msgs_in, link_repeats;
+	uint64_t handshakes_evicted, accept_paused;
 };
 
 /* Events for monitors: as ipc.h's enum ipc_event_kind. */
@@ -299,6 +308,16 @@ struct broker {
 	uint64_t started_ns;
 	int listen_fd;
 	struct loop_watch listen_watch;
+	/* Out of descriptors (EMFILE): the listening sockets unwatched,
+	 * tried again by this timer or when a connection closes. */
+	struct loop_timer accept_timer;
+	int accept_paused;
+	int64_t accept_logged_ms;
+	uint64_t accept_round_id;	/* first conn id of this accept round */
+	/* Connections still in their handshake, oldest first: past
+	 * lim.max_handshakes the oldest is dropped. */
+	struct conn *hs_head, *hs_tail;
+	uint32_t nhandshaking;
 	/* --- TCP: links and remote clients --- */
 	int tcp_fd;			/* -1 without --tcp */
 	struct loop_watch tcp_watch;
@@ -457,6 +476,8 @@ void conn_event_send(struct broker *b, enum broker_event kind, uint32_t pid,
 void conn_close_all(struct broker *b, const char *why);
 /* Accept every pending TCP connection (TLS first). */
 void conn_accept_tcp(struct broker *b);
+/* The accept timer's callback: watch the listening sockets again. */
+void conn_accept_resume(struct loop_timer *t);
 /* Our side of a link: a conn on a connecting TCP socket fd.  NULL when
  * it could not be set up (fd closed). */
 struct conn *conn_new_link(struct broker *b, struct link *l, int fd);

@@ -219,6 +219,46 @@ conn_tcp_options(struct broker *b, int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
 }
 
+/* The handshaking list: connections that have not said HELLO (or
+ * finished TLS), oldest first.  A flood of half-handshakes pushes the
+ * oldest out instead of locking everyone out: a client that completes
+ * its handshake at once always gets in. */
+static void
+conn_hs_add(struct conn *c)
+{
+	struct broker *b = c->b;
+
+	c->handshaking = 1;
+	c->hs_next = NULL;
+	c->hs_prev = b->hs_tail;
+	if (b->hs_tail != NULL)
+		b->hs_tail->hs_next = c;
+	else
+		b->hs_head = c;
+	b->hs_tail = c;
+	b->nhandshaking++;
+}
+
+static void
+conn_hs_del(struct conn *c)
+{
+	struct broker *b = c->b;
+
+	if (!c->handshaking)
+		return;
+	c->handshaking = 0;
+	if (c->hs_prev != NULL)
+		c->hs_prev->hs_next = c->hs_next;
+	else
+		b->hs_head = c->hs_next;
+	if (c->hs_next != NULL)
+		c->hs_next->hs_prev = c->hs_prev;
+	else
+		b->hs_tail = c->hs_prev;
+	c->hs_next = c->hs_prev = NULL;
+	b->nhandshaking--;
+}
+
 /* Who authenticated at the other end of a TCP connection: TLS says, or
  * the harness that adopted it (conn_adopt). */
 const char *
@@ -314,6 +354,23 @@ conn_new(struct broker *b, int fd, enum conn_kind kind, const char *identity)
 	b->conns = c;
 	b->nconns++;
 	b->n.conns_total++;
+	/* Our own links are not strangers: only accepted ones count. */
+	if (kind != CONN_LINK_OUT) {
+		conn_hs_add(c);
+		while (b->lim.max_handshakes != 0 &&
+		    b->nhandshaking > b->lim.max_handshakes &&
+		    b->hs_head != c) {
+			struct conn *old = b->hs_head;
+
+			b->n.handshakes_evicted++;
+			log_info("conn %llu (%s): dropped, still in its "
+			    "handshake with %u others waiting",
+			    (unsigned long long)old->id, old->kind ==
+			    CONN_LOCAL ? "local" : old->addr,
+			    b->lim.max_handshakes);
+			conn_close(old);
+		}
+	}
 	if (kind == CONN_LOCAL)
 		log_debug("conn %llu: pid %d uid %u (%s) connected",
 		    (unsigned long long)c->id, (int)c->cred.pid,
@@ -356,16 +413,85 @@ conn_count_addr(const struct broker *b, const char *addr)
 	return n;
 }
 
+/* accept() failed.  For want of a resource (descriptors, memory) or for
+ * a reason we do not know, the listening sockets stay readable, so
+ * watching them would spin: they are unwatched until a connection
+ * closes or 100 ms pass; meanwhile the kernel keeps new connections in
+ * the backlog.  Returns 1 when the next connection may be tried now. */
+static int
+conn_accept_failed(struct broker *b, const char *what)
+{
+	int err = errno;
+
+	if (err == EAGAIN || err == EWOULDBLOCK)
+		return 0;
+	if (err == ECONNABORTED || err == EPROTO || err == EPERM ||
+	    err == EINTR || err == ENETDOWN || err == ENOPROTOOPT ||
+	    err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+	    err == ENETUNREACH) {
+		/* That one connection failed: take the next. */
+		log_info("accept%s: %s", what, strerror(err));
+		return 1;
+	}
+	/* Out of descriptors while strangers hold some without a word
+	 * (accepted in an earlier round, so a client whose HELLO is on its
+	 * way is never dropped unread): the oldest gives its up. */
+	if ((err == EMFILE || err == ENFILE) && b->hs_head != NULL &&
+	    b->hs_head->id < b->accept_round_id) {
+		b->n.handshakes_evicted++;
+		log_info("conn %llu: dropped, still in its handshake while "
+		    "descriptors ran out", (unsigned long long)b->hs_head->id);
+		conn_close(b->hs_head);
+		return 1;
+	}
+	if (!b->accept_paused) {
+		int64_t now = loop_now_ms();
+
+		b->accept_paused = 1;
+		b->n.accept_paused++;
+		/* Said once a minute at most: it may go on for long. */
+		if (b->accept_logged_ms == 0 ||
+		    now - b->accept_logged_ms >= 60000) {
+			b->accept_logged_ms = now;
+			log_warn("accept%s: %s; not accepting for 100 ms or "
+			    "until a connection closes (ipcctl stats: "
+			    "accept_paused)", what, strerror(err));
+		}
+		loop_watch_mod(b->loop, &b->listen_watch, 0);
+		if (b->tcp_fd >= 0)
+			loop_watch_mod(b->loop, &b->tcp_watch, 0);
+	}
+	loop_timer_set(b->loop, &b->accept_timer, loop_now_ms() + 100);
+	return 0;
+}
+
+void
+conn_accept_resume(struct loop_timer *t)
+{
+	struct broker *b = t->data;
+
+	if (!b->accept_paused)
+		return;
+	b->accept_paused = 0;
+	loop_watch_mod(b->loop, &b->listen_watch, EPOLLIN);
+	if (b->tcp_fd >= 0)
+		loop_watch_mod(b->loop, &b->tcp_watch, EPOLLIN);
+	conn_accept_all(b);
+	if (b->tcp_fd >= 0 && !b->accept_paused)
+		conn_accept_tcp(b);
+}
+
 void
 conn_accept_tcp(struct broker *b)
 {
-	for (;;) {
+	b->accept_round_id = b->next_conn_id + 1;
+	while (!b->accept_paused) {
 		int fd = acceptServerSocket(b->tcp_fd);
 		char addr[64];
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				log_warn("accept (tcp): %s", strerror(errno));
+			if (conn_accept_failed(b, " (tcp)"))
+				continue;
 			return;
 		}
 		conn_peer_addr(fd, addr, sizeof(addr));
@@ -384,13 +510,13 @@ conn_accept_tcp(struct broker *b)
 void
 conn_accept_all(struct broker *b)
 {
-	for (;;) {
+	b->accept_round_id = b->next_conn_id + 1;
+	while (!b->accept_paused) {
 		int fd = acceptServerSocket(b->listen_fd);
 
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				log_warn("accept: %s", strerror(errno));
-			/* EMFILE and friends: the next round tries again. */
+			if (conn_accept_failed(b, ""))
+				continue;
 			return;
 		}
 		conn_new(b, fd, CONN_LOCAL, NULL);
@@ -471,6 +597,14 @@ conn_close(struct conn *c)
 		peer_detach(c->peer, c);
 		c->peer = NULL;
 	}
+	conn_hs_del(c);
+	if (c->quota != NULL) {
+		c->quota->conns--;
+		c->quota = NULL;
+	}
+	/* A descriptor is free again: accepting may resume at once. */
+	if (b->accept_paused)
+		loop_timer_set(b->loop, &b->accept_timer, loop_now_ms());
 	/* Dead from here on: nothing more is handed to it.  What it was
 	 * handed but never acknowledged goes back, newest first, so the
 	 * oldest ends at the head of its queue. */
@@ -1045,6 +1179,7 @@ conn_on_link_hello(struct conn *c, const struct wire_frame *f)
 	c->peer = p;
 	c->kind = CONN_LINK_IN;
 	c->state = CONN_READY;
+	conn_hs_del(c);
 	c->last_rx_ms = loop_now_ms();
 	/* The handshake timer now watches for silence, by the slower of
 	 * the two heartbeats (the peer pings at its own). */
@@ -1064,6 +1199,7 @@ static void
 conn_on_hello(struct conn *c, const struct wire_frame *f)
 {
 	struct wire_frame w = { .type = WIRE_WELCOME, .id = f->id };
+	struct quota *q;
 	char who[32];
 	int r;
 
@@ -1085,11 +1221,28 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 		    "no protocol version in common");
 		return;
 	}
+	if (c->kind == CONN_TCP)
+		conn_map_uid(c->b, conn_peer(c), -1, &c->cred);
+	if ((q = quota_get(c->b, c->cred.uid)) == NULL) {
+		conn_violation(c, f->id, ENOMEM, "out of memory");
+		return;
+	}
+	if (c->b->lim.max_conns_per_uid != 0 &&
+	    q->conns >= c->b->lim.max_conns_per_uid) {
+		/* Refused, not a violation: its other connections stay. */
+		c->b->n.err_quota++;
+		log_info("conn %llu (uid %u): refused, %u connections of "
+		    "that user, the limit", (unsigned long long)c->id,
+		    (unsigned)c->cred.uid, c->b->lim.max_conns_per_uid);
+		conn_reply_error(c, f->id, EDQUOT, 0,
+		    "your quota of connections is used up");
+		c->closing = 1;
+		return;
+	}
 	if (c->kind == CONN_TCP) {
 		/* A process of another host, authenticated as its
 		 * identity: it has the mapped uid and no direct queue. */
 		c->kind = CONN_REMOTE_CLIENT;
-		conn_map_uid(c->b, conn_peer(c), -1, &c->cred);
 		log_info("remote client %s (%s) connected as uid %u",
 		    c->addr, conn_peer(c), (unsigned)c->cred.uid);
 	} else if ((r = proc_attach(c->b, c)) < 0) {
@@ -1097,6 +1250,9 @@ conn_on_hello(struct conn *c, const struct wire_frame *f)
 		    "cannot tell which process this is");
 		return;
 	}
+	q->conns++;
+	c->quota = q;
+	conn_hs_del(c);
 	loop_timer_del(c->b->loop, &c->hello_timer);
 	c->state = CONN_READY;
 	w.b.welcome.version = WIRE_VERSION;
@@ -1306,9 +1462,11 @@ conn_make_msg(struct conn *c, uint64_t req_id, uint32_t flags,
 	if ((msg = msg_new(b, cred, len, fd, origin, &err)) == NULL) {
 		if (err == -EDQUOT)
 			b->n.err_quota++;
-		conn_reply_error(c, req_id, -err, 0, err == -EDQUOT ?
-		    "your quota of queued bytes is used up" :
-		    "out of memory");
+		conn_reply_error(c, req_id, -err, 0, err != -EDQUOT ?
+		    "out of memory" : fd >= 0 && b->lim.max_fds_per_uid &&
+		    quota_get(b, cred->uid)->fds >= b->lim.max_fds_per_uid ?
+		    "your quota of descriptors in flight is used up" :
+		    "your quota of queued bytes is used up");
 		return NULL;
 	}
 	if (fd >= 0) {
@@ -1755,6 +1913,10 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "failures_reported", b->n.failures_reported },
 		{ "events_dropped", b->n.events_dropped },
 		{ "tls_refused", b->n.tls_refused },
+		{ "handshaking", b->nhandshaking },
+		{ "handshakes_evicted", b->n.handshakes_evicted },
+		{ "accept_paused", b->n.accept_paused },
+		{ "descriptors_held", b->fds_held },
 		{ "link_messages_out", b->n.link_msgs_out },
 		{ "link_messages_in", b->n.link_msgs_in },
 		{ "link_repeats", b->n.link_repeats },

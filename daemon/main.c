@@ -45,12 +45,18 @@ main_usage(FILE *f)
 "      --max-bytes BYTES      default mailbox capacity in bytes (64 MiB)\n"
 "      --max-connections N    (default 4096)\n"
 "      --max-mailboxes N      (default 65536)\n"
-"      --max-mailboxes-per-uid N  (default 0: no per-uid limit)\n"
-"      --max-bytes-per-uid BYTES  queued messages a user may have sent\n"
-"                             (default 0: no per-uid limit)\n"
+"      --max-handshakes N     connections held before their handshake;\n"
+"                             past it the oldest is dropped (256)\n"
 "      --handshake-timeout MS (default 5000)\n"
 "      --direct-wait MS       how long a message to pid:P waits for a\n"
 "                             living process to connect (default 1000)\n"
+"\n"
+"Per user (uid), so that one cannot take the broker from the others;\n"
+"over quota a request gets EDQUOT, its other connections stay (0: none):\n"
+"      --max-connections-per-uid N  (default 1024)\n"
+"      --max-mailboxes-per-uid N    mailboxes owned (default 16384)\n"
+"      --max-bytes-per-uid BYTES    of queued messages sent (default 1 GiB)\n"
+"      --max-fds-per-uid N          memfd messages held (default 1024)\n"
 "\n"
 "Other hosts (every TCP connection is TLS 1.3, mutually authenticated):\n"
 "  -t, --tcp [ADDR:]PORT      accept brokers and remote clients on TCP\n"
@@ -321,7 +327,8 @@ main(int argc, char **argv)
 	enum { O_MAXMSG = 256, O_CAP, O_MAXBYTES, O_MAXCONN, O_MAXMBOX,
 	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT, O_PSK, O_CA,
 	    O_CERT, O_KEY, O_NAME, O_UIDMAP, O_RUID, O_RGID, O_HEARTBEAT,
-	    O_LINKQ, O_LINKQB, O_PERADDR };
+	    O_LINKQ, O_LINKQB, O_PERADDR, O_MAXCONNUID, O_MAXFDSUID,
+	    O_MAXHS };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -337,6 +344,10 @@ main(int argc, char **argv)
 		{ "max-bytes-per-uid", required_argument, NULL,
 		    O_MAXBYTESUID },
 		{ "handshake-timeout", required_argument, NULL, O_HELLO },
+		{ "max-handshakes", required_argument, NULL, O_MAXHS },
+		{ "max-connections-per-uid", required_argument, NULL,
+		    O_MAXCONNUID },
+		{ "max-fds-per-uid", required_argument, NULL, O_MAXFDSUID },
 		{ "direct-wait", required_argument, NULL, O_DIRECTWAIT },
 		{ "tcp", required_argument, NULL, 't' },
 		{ "psk", required_argument, NULL, O_PSK },
@@ -486,6 +497,24 @@ main(int argc, char **argv)
 			    UINT64_MAX - 1, &v) < 0)
 				return 2;
 			b.lim.max_bytes_per_uid = v;
+			break;
+		case O_MAXCONNUID:
+			if (main_number("--max-connections-per-uid", optarg,
+			    0, 1u << 20, &v) < 0)
+				return 2;
+			b.lim.max_conns_per_uid = (uint32_t)v;
+			break;
+		case O_MAXFDSUID:
+			if (main_number("--max-fds-per-uid", optarg, 0,
+			    1u << 24, &v) < 0)
+				return 2;
+			b.lim.max_fds_per_uid = (uint32_t)v;
+			break;
+		case O_MAXHS:
+			if (main_number("--max-handshakes", optarg, 1,
+			    1u << 20, &v) < 0)
+				return 2;
+			b.lim.max_handshakes = (uint32_t)v;
 			break;
 		case O_DIRECTWAIT:
 			if (main_number("--direct-wait", optarg, 0,

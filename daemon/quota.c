@@ -71,6 +71,11 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
 		*err = -EDQUOT;
 		return NULL;
 	}
+	if (fd >= 0 && b->lim.max_fds_per_uid != 0 &&
+	    q->fds >= b->lim.max_fds_per_uid) {
+		*err = -EDQUOT;
+		return NULL;
+	}
 	if ((msg = malloc(sizeof(*msg) + dlen + olen)) == NULL) {
 		*err = -ENOMEM;
 		return NULL;
@@ -85,8 +90,10 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
 	msg->gid = from->gid;
 	msg->len = (uint32_t)len;
 	msg->fd = fd;
-	if (fd >= 0)
+	if (fd >= 0) {
 		b->fds_held++;
+		q->fds++;
+	}
 	msg->b = b;
 	if (origin != NULL) {
 		memcpy(msg->data + dlen, origin, olen);
@@ -127,6 +134,7 @@ msg_materialize(struct broker *b, struct msg **msgp)
 	msg->fd = -1;
 	close(old->fd);
 	b->fds_held--;
+	old->quota->fds--;
 	free(old);
 	*msgp = msg;
 	return 0;
@@ -141,6 +149,7 @@ msg_free(struct msg *msg)
 	if (msg->fd >= 0) {
 		close(msg->fd);
 		msg->b->fds_held--;
+		msg->quota->fds--;
 	}
 	free(msg);
 }
