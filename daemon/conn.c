@@ -2193,10 +2193,16 @@ conn_read(struct conn *c)
 		} else {
 			/* The rest of the frame begun (its checked length
 			 * bounds it), or of its header; then back to the
-			 * shared buffer. */
+			 * shared buffer.  The buffer grows by doubling as
+			 * bytes come, not to the length the header claims:
+			 * a header alone never costs a whole frame. */
 			want = flen > 0 && (size_t)flen > c->in_len ?
 			    (size_t)flen - c->in_len : c->in_len < WIRE_HDR_LEN ?
 			    WIRE_HDR_LEN - c->in_len : CONN_READ_CHUNK;
+			if (flen > 0 && want > CONN_READ_CHUNK &&
+			    want > c->in_len)
+				want = c->in_len > CONN_READ_CHUNK ?
+				    c->in_len : CONN_READ_CHUNK;
 			if (conn_in_room(c, want) < 0) {
 				log_error("conn %llu: out of memory reading",
 				    (unsigned long long)c->id);
