@@ -86,9 +86,13 @@ broker_wall_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Before its handshake a connection may send only HELLO or LINK_HELLO,
+ * small frames: a stranger never gets to hold a message-sized buffer. */
 static uint32_t
 conn_max_frame(const struct conn *c)
 {
+	if (c->state != CONN_READY)
+		return WIRE_OVERHEAD_MAX;
 	return c->b->lim.max_payload + WIRE_OVERHEAD_MAX;
 }
 
@@ -2118,8 +2122,12 @@ conn_parse(struct conn *c, const uint8_t *buf, size_t len)
 static void
 conn_process(struct conn *c)
 {
-	size_t off = conn_parse(c, c->in, c->in_len);
+	size_t off;
 
+	/* Nothing kept (c->in may be NULL: no arithmetic on it). */
+	if (c->in_len == 0)
+		return;
+	off = conn_parse(c, c->in, c->in_len);
 	if (c->state == CONN_DEAD || off == 0)
 		return;
 	memmove(c->in, c->in + off, c->in_len - off);
