@@ -4,8 +4,12 @@
  *
  * Each call is one request and the reply with its id; the broker does the
  * waiting (for room, for a message, for the timeout), so the library
- * never guesses at time itself except for an armed receive.  Internal
- * functions return 0 or -errno; the public functions convert at the edge.
+ * never guesses at time itself except for an armed receive, and for a
+ * broker that does not answer a timed call at all: past the call's
+ * timeout and IPC_REPLY_GRACE_MS the call gives up (a request not begun
+ * is taken back; one begun goes on, and its late answer is dealt with
+ * as it comes).  Internal functions return 0 or -errno; the public
+ * functions convert at the edge.
  */
 #include "config.h"
 
@@ -65,6 +69,16 @@ struct ipc_stash {
 #define IPC_FDQ_MAX 32
 /* Receive streams (prefetch) one connection keeps, one per mailbox. */
 #define IPC_STREAMS_MAX 16
+/* A timed call waits for the broker's answer up to its timeout and this
+ * much more (the broker counts the timeout from when it reads the
+ * request); past that the broker is taken to be stopped or far behind,
+ * and the call gives up.  Picked: well above a loaded broker's answer
+ * time, well below what a person calls a hang. */
+#define IPC_REPLY_GRACE_MS 500
+/* Requests given up on whose answers are still to come, remembered so
+ * that a late answer is not taken for a failure of something else.
+ * Past this many the oldest is forgotten.  Picked. */
+#define IPC_LATE_MAX 64
 
 /* A receive stream: the broker sends messages of mailbox name as they
  * come, up to the credit the library gave (ipc_set_prefetch). */
@@ -140,6 +154,18 @@ struct ipc_conn {
 	int poll_fd, stash_fd;
 	int signalled;
 	uint64_t monitor_id;		/* ipc_monitor()'s request */
+	/* A timed call's deadline, CLOCK_MONOTONIC milliseconds (0: none):
+	 * every wait in the call, for the socket to take bytes or for an
+	 * answer, ends there. */
+	long long deadline;
+	/* Where the last frame queued begins in pend, and whether a memfd
+	 * was attached with it: so that a timed call can take back a
+	 * request none of whose bytes went out. */
+	size_t last_at;
+	int last_fd;
+	/* Ids of requests given up on (a ring), their answers to come. */
+	uint64_t late[IPC_LATE_MAX];
+	unsigned late_head, nlate;
 };
 
 static int ipc_frame_buffered(const struct ipc_conn *c);
@@ -198,6 +224,72 @@ ipc_fail(int r)
 {
 	errno = -r;
 	return -1;
+}
+
+/* --- deadlines of timed calls ------------------------------------------- */
+
+static long long
+ipc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A call with timeout_ms begins: its waits end at the timeout plus the
+ * grace (IPC_FOREVER: no deadline). */
+static void
+ipc_deadline_set(struct ipc_conn *c, int timeout_ms)
+{
+	c->deadline = timeout_ms < 0 ? 0 :
+	    ipc_now_ms() + timeout_ms + IPC_REPLY_GRACE_MS;
+}
+
+/* How long a wait may take: timeout_ms (IPC_FOREVER: no limit) cut to
+ * what is left before the call's deadline. */
+static int
+ipc_wait_ms(const struct ipc_conn *c, int timeout_ms)
+{
+	long long left;
+
+	if (c->deadline == 0)
+		return timeout_ms;
+	left = c->deadline - ipc_now_ms();
+	if (left < 0)
+		left = 0;
+	if (timeout_ms >= 0 && timeout_ms < left)
+		return timeout_ms;
+	return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+/* Request id was given up on; its answer is still to come. */
+static void
+ipc_late_add(struct ipc_conn *c, uint64_t id)
+{
+	if (c->nlate == IPC_LATE_MAX) {
+		c->late_head = (c->late_head + 1) % IPC_LATE_MAX;
+		c->nlate--;
+	}
+	c->late[(c->late_head + c->nlate) % IPC_LATE_MAX] = id;
+	c->nlate++;
+}
+
+/* Is id a request given up on?  1 (and it is forgotten: its one answer
+ * has come), or 0. */
+static int
+ipc_late_take(struct ipc_conn *c, uint64_t id)
+{
+	for (unsigned i = 0; i < c->nlate; i++) {
+		if (c->late[(c->late_head + i) % IPC_LATE_MAX] != id)
+			continue;
+		for (unsigned j = i; j + 1 < c->nlate; j++)
+			c->late[(c->late_head + j) % IPC_LATE_MAX] =
+			    c->late[(c->late_head + j + 1) % IPC_LATE_MAX];
+		c->nlate--;
+		return 1;
+	}
+	return 0;
 }
 
 int
@@ -268,7 +360,7 @@ ipc_read_ahead(struct ipc_conn *c)
 		c->in_cap = c->in_len + IPC_READ_CHUNK;
 	}
 	n = ipc_io_read(c, c->in + c->in_len, c->in_cap - c->in_len);
-	if (n < 0 && (errno == EINTR || errno == EAGAIN))
+	if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == ETIMEDOUT))
 		return 0;
 	if (n <= 0) {
 		if (n == 0)
@@ -280,7 +372,8 @@ ipc_read_ahead(struct ipc_conn *c)
 	return 0;
 }
 
-/* Wait until the socket takes more, reading meanwhile.  0 or -1. */
+/* Wait until the socket takes more, reading meanwhile.  0, or -1 with
+ * errno (ETIMEDOUT: the timed call's deadline came). */
 static int
 ipc_wait_writable(struct ipc_conn *c)
 {
@@ -288,9 +381,11 @@ ipc_wait_writable(struct ipc_conn *c)
 	int r;
 
 	do
-		r = poll(&p, 1, -1);
+		r = poll(&p, 1, ipc_wait_ms(c, -1));
 	while (r < 0 && errno == EINTR);
-	if (r < 0)
+	if (r == 0)
+		errno = ETIMEDOUT;
+	if (r <= 0)
 		return -1;
 	if ((p.revents & POLLOUT) == 0 &&
 	    (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0)
@@ -318,7 +413,9 @@ ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
 			}
 			if ((n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) ||
 			    ipc_wait_writable(c) < 0)
-				return -1;
+				/* Out of time: what went out went. */
+				return off > 0 && errno == ETIMEDOUT ?
+				    (long)off : -1;
 		}
 		return (long)off;
 	}
@@ -335,8 +432,8 @@ ipc_io_write(struct ipc_conn *c, const void *buf, size_t len, int wait)
 			return -1;
 		if (!wait)
 			break;
-		if (ipc_tls_wait(c, want, -1) < 0)
-			return -1;
+		if (ipc_tls_wait(c, want, ipc_wait_ms(c, -1)) < 0)
+			return off > 0 && errno == ETIMEDOUT ? (long)off : -1;
 	}
 	if (off == 0 && len > 0) {
 		errno = EAGAIN;
@@ -365,7 +462,7 @@ ipc_io_read(struct ipc_conn *c, void *buf, size_t len)
 
 		if (n >= 0 || errno != EAGAIN)
 			return n;
-		if (ipc_tls_wait(c, want, -1) < 0)
+		if (ipc_tls_wait(c, want, ipc_wait_ms(c, -1)) < 0)
 			return -1;
 	}
 }
@@ -373,7 +470,8 @@ ipc_io_read(struct ipc_conn *c, void *buf, size_t len)
 /* --- frames ------------------------------------------------------------- */
 
 /* Write what is pending, waiting (wait != 0) or not.  0 when nothing is
- * left, -EAGAIN, or -ECONNRESET. */
+ * left, -EAGAIN, -ETIMEDOUT (waiting: the timed call's deadline), or
+ * -ECONNRESET. */
 static int
 ipc_flush_pending(struct ipc_conn *c, int wait)
 {
@@ -404,6 +502,10 @@ ipc_flush_pending(struct ipc_conn *c, int wait)
 		if (n < 0) {
 			if (!wait && (errno == EAGAIN || errno == EWOULDBLOCK))
 				return -EAGAIN;
+			/* A timed call's deadline: the rest stays pending,
+			 * to go first at the next call that writes. */
+			if (wait && errno == ETIMEDOUT)
+				return -ETIMEDOUT;
 			c->broken = 1;
 			return -ECONNRESET;
 		}
@@ -465,6 +567,8 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 		wire_encode_len(&ack, alen, c->pend + c->pend_len, alen);
 	if (f != NULL)
 		wire_encode_len(f, flen, c->pend + c->pend_len + alen, flen);
+	c->last_at = c->pend_len + alen;
+	c->last_fd = c->next_fd >= 0;
 	if (c->next_fd >= 0) {
 		/* The broker pairs descriptors with memfd SENDs in order:
 		 * riding with the ACK before it is as good. */
@@ -475,6 +579,27 @@ ipc_queue_frame(struct ipc_conn *c, const struct wire_frame *f)
 	c->pend_len += len;
 	c->nacks = 0;
 	return 0;
+}
+
+/* Take back the frame queued last if none of its bytes went out, so
+ * that the broker never sees it: 1 when taken back, 0 when it must go
+ * (its first bytes went; or TLS, which takes bytes offered). */
+static int
+ipc_unqueue_last(struct ipc_conn *c)
+{
+	if (c->tls != NULL || c->pend_off > c->last_at ||
+	    c->last_at > c->pend_len)
+		return 0;
+	if (c->last_fd) {
+		if (c->pend_fd < 0)
+			return 0;	/* its memfd went, with the acks */
+		close(c->pend_fd);
+		c->pend_fd = -1;
+	}
+	c->pend_len = c->last_at;
+	if (c->pend_off == c->pend_len)
+		c->pend_off = c->pend_len = 0;
+	return 1;
 }
 
 /* Send f (NULL: only the acknowledgements) after what is pending,
@@ -560,7 +685,8 @@ ipc_map_payload(struct ipc_conn *c, struct wire_deliver *d)
 }
 
 /* Read the next frame into f (borrowing from c->in until the next
- * call).  timeout_ms bounds the wait for its first byte.  Returns 0, or
+ * call).  timeout_ms bounds the wait for its first byte, and a timed
+ * call's deadline every wait.  Returns 0, or
  * -ECONNRESET (broker gone), -EPROTO (a frame that does not validate),
  * -ETIMEDOUT, -ENOMEM. */
 static int
@@ -628,13 +754,18 @@ ipc_read_frame(struct ipc_conn *c, struct wire_frame *f, int timeout_ms)
 				c->in_cap = c->in_len + want;
 			}
 		}
-		if (have == 0 && timeout_ms != IPC_FOREVER &&
-		    (r = ipc_poll(c, timeout_ms)) < 0)
+		/* In a timed call every read waits no longer than its
+		 * deadline, the rest of a frame too. */
+		if ((have == 0 || c->deadline != 0) &&
+		    ipc_wait_ms(c, timeout_ms) != IPC_FOREVER &&
+		    (r = ipc_poll(c, ipc_wait_ms(c, timeout_ms))) < 0)
 			return r;
 		n = ipc_io_read(c, c->in + c->in_len, c->in_cap - c->in_len);
 		if (n <= 0) {
 			if (n < 0 && errno == EINTR)
 				continue;
+			if (n < 0 && errno == ETIMEDOUT)
+				return -ETIMEDOUT;	/* TLS: a record's rest */
 			c->broken = 1;
 			return -ECONNRESET;
 		}
@@ -774,13 +905,15 @@ ipc_stream_open(struct ipc_conn *c, const char *name, int *err)
 	req.b.credit.credit = c->prefetch;
 	req.b.credit.max_len = c->max_payload;
 	req.b.credit.source = wire_str(name);
-	if ((*err = ipc_write_frame(c, &req)) < 0)
+	if ((*err = ipc_write_frame(c, &req)) < 0 && *err != -ETIMEDOUT)
 		return NULL;
+	/* Out of time (a timed receive), the CREDIT is still pending and
+	 * goes with the next write: the stream is open all the same. */
 	s->id = req.id;
 	s->credit = c->prefetch;
 	s->held = 0;
 	strcpy(s->name, name);
-	return s;
+	return *err < 0 ? NULL : s;
 }
 
 /* The application took message id of stream s (NULL: its stream is
@@ -791,6 +924,7 @@ ipc_stream_took(struct ipc_conn *c, struct ipc_stream *s, uint64_t id)
 {
 	struct wire_frame req = { .type = WIRE_CREDIT };
 	uint32_t more;
+	int r;
 
 	ipc_ack(c, id);
 	if (s == NULL || c->prefetch == 0 ||
@@ -802,7 +936,10 @@ ipc_stream_took(struct ipc_conn *c, struct ipc_stream *s, uint64_t id)
 	req.b.credit.max_len = c->max_payload;
 	req.b.credit.source = wire_str(s->name);
 	s->credit += more;
-	return ipc_write_frame(c, &req);
+	r = ipc_write_frame(c, &req);
+	/* Out of time, the CREDIT goes with the next write: the message
+	 * taken is the application's all the same. */
+	return r == -ETIMEDOUT ? 0 : r;
 }
 
 /* End stream s: CREDIT with END, answered by OK (or ERROR if the broker
@@ -853,8 +990,17 @@ ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
 {
 	struct ipc_stream *s;
 
-	if (c->armed && f->id == c->armed_id)
+	if (c->armed && f->id == c->armed_id) {
+		/* With a stream on the same mailbox, it goes behind what
+		 * the stream brought and ahead of what it brings next:
+		 * kept with them, in the broker's order. */
+		if (f->type == WIRE_DELIVER &&
+		    ipc_stream_by_name(c, c->armed_from) != NULL) {
+			c->armed = 0;
+			return ipc_stream_keep(c, NULL, f) < 0 ? -ENOMEM : 1;
+		}
 		return ipc_take_armed(c, f) < 0 ? -ENOMEM : 1;
+	}
 	if ((f->type == WIRE_DELIVER || f->type == WIRE_ERROR) &&
 	    (s = ipc_stream_by_id(c, f->id)) != NULL) {
 		if (f->type == WIRE_ERROR) {
@@ -870,6 +1016,15 @@ ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
 	}
 	if (waiting_id != 0 && f->id == waiting_id)
 		return 0;
+	if (f->type == WIRE_DELIVER) {
+		/* For a receive given up on (ipc_recv_timed past its
+		 * deadline): the message is ours now, kept for the next
+		 * receive from its source, which takes it first. */
+		ipc_late_take(c, f->id);
+		return ipc_stream_keep(c, NULL, f) < 0 ? -ENOMEM : 1;
+	}
+	if (ipc_late_take(c, f->id))
+		return 1;	/* the answer to a call that gave up */
 	if (f->type == WIRE_ERROR)
 		ipc_record_failure(c, f->id, 0, wire_errno(f->b.error.code));
 	return 1;
@@ -877,7 +1032,9 @@ ipc_unsolicited(struct ipc_conn *c, const struct wire_frame *f,
 
 /* Send req and read frames until the reply to it; what else comes on
  * the way is dealt with.  An ERROR reply returns -errno, with its aux in
- * *aux_out (may be NULL). */
+ * *aux_out (may be NULL).  In a timed call, -ETIMEDOUT when the deadline
+ * came first: the request was not sent, or it was and its answer will be
+ * taken as it comes (a message delivered is kept, ipc_unsolicited). */
 static int
 ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
     uint32_t *aux_out)
@@ -887,11 +1044,20 @@ ipc_call(struct ipc_conn *c, struct wire_frame *req, struct wire_frame *rep,
 	if (c->broken)
 		return -ECONNRESET;
 	req->id = ++c->next_id;
-	if ((r = ipc_write_frame(c, req)) < 0)
+	if ((r = ipc_write_frame(c, req)) < 0) {
+		/* A timed call out of time: a request not begun is taken
+		 * back (never sent); one begun must go on, its rest kept
+		 * pending, and is given up on like one sent. */
+		if (r == -ETIMEDOUT && !ipc_unqueue_last(c))
+			ipc_late_add(c, req->id);
 		return r;
+	}
 	for (;;) {
-		if ((r = ipc_read_frame(c, rep, IPC_FOREVER)) < 0)
+		if ((r = ipc_read_frame(c, rep, IPC_FOREVER)) < 0) {
+			if (r == -ETIMEDOUT)
+				ipc_late_add(c, req->id);
 			return r;
+		}
 		if ((r = ipc_unsolicited(c, rep, req->id)) < 0)
 			return r;
 		if (r == 1)
@@ -1393,12 +1559,21 @@ ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
 	req.b.send.dest = wire_str(to);
 	req.b.send.payload.p = buf;
 	req.b.send.payload.len = len;
+	/* Every wait, for the socket or for the answer, ends by the
+	 * deadline (IPC_FOREVER: none). */
+	ipc_deadline_set(c, timeout_ms);
 	/* A memfd waiting to go goes first (one at a time). */
-	if (c->pend_fd >= 0 && (r = ipc_flush_pending(c, 1)) < 0)
-		return ipc_fail(r);
+	if (c->pend_fd >= 0 && (r = ipc_flush_pending(c, 1)) < 0) {
+		c->deadline = 0;
+		return ipc_fail(r == -ETIMEDOUT && timeout_ms == 0 ?
+		    -EAGAIN : r);
+	}
 	ipc_send_by_memfd(c, &req);
 	r = ipc_call(c, &req, &rep, NULL);
 	ipc_drop_next_fd(c);
+	c->deadline = 0;
+	if (r == -ETIMEDOUT && timeout_ms == 0)
+		r = -EAGAIN;
 	if (r < 0)
 		return ipc_fail(r);
 	if (rep.type != WIRE_SENT)
@@ -1610,7 +1785,19 @@ ipc_hand_over(const struct ipc_msg_info *info, const void *data,
 	return (ssize_t)len;
 }
 
-/* The first kept streamed message of mailbox from, handed over. */
+/* Does a receive from `from` take kept message pm?  A streamed message,
+ * or one of a receive given up on, from a mailbox: by its name.  One of
+ * a receive given up on from the direct queue (its source is "pid:" the
+ * receiver): a receive from any sender, or from its own. */
+static int
+ipc_kept_for(const struct ipc_pmsg *pm, const char *from)
+{
+	if (strncmp(pm->info.source, "pid:", 4) != 0)
+		return strcmp(pm->info.source, from) == 0;
+	return from[0] == '\0' || strcmp(pm->info.sender, from) == 0;
+}
+
+/* The first kept message for a receive from `from`, handed over. */
 static ssize_t
 ipc_give_kept(struct ipc_conn *c, const char *from, void *buf, size_t size,
     void **buf_out, struct ipc_msg_info *info_out, int *found)
@@ -1621,7 +1808,7 @@ ipc_give_kept(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	int r;
 
 	for (pm = c->pq_head; pm != NULL; prev = pm, pm = pm->next)
-		if (strcmp(pm->info.source, from) == 0)
+		if (ipc_kept_for(pm, from))
 			break;
 	if ((*found = pm != NULL) == 0)
 		return 0;
@@ -1789,6 +1976,15 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	if (c->armed && strcmp(c->armed_from, from) == 0 &&
 	    (r = ipc_wait_armed(c, timeout_ms)) < 0)
 		return ipc_fail(r);
+	/* The wait may have kept what came first (a stream's messages,
+	 * and the armed one behind them). */
+	if (c->pq_head != NULL) {
+		ssize_t n = ipc_give_kept(c, from, buf, size, buf_out,
+		    info_out, &r);
+
+		if (r)
+			return n < 0 ? ipc_fail((int)n) : n;
+	}
 	if (c->have_stash && strcmp(c->armed_from, from) == 0)
 		return ipc_give_stash(c, buf, size, buf_out, info_out);
 	req.b.recv.timeout_ms = ipc_wire_timeout(timeout_ms);
@@ -1796,6 +1992,16 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	    size > UINT32_MAX ? UINT32_MAX : (uint32_t)size;
 	req.b.recv.source = wire_str(from);
 	if ((r = ipc_call(c, &req, &rep, &aux)) < 0) {
+		if ((r == -EAGAIN || r == -ETIMEDOUT) && c->pq_head != NULL) {
+			/* Nothing for this request, but a receive given up
+			 * on took a message meanwhile: that one. */
+			int found;
+			ssize_t n = ipc_give_kept(c, from, buf, size, buf_out,
+			    info_out, &found);
+
+			if (found)
+				return n < 0 ? ipc_fail((int)n) : n;
+		}
 		if (r == -EMSGSIZE && info_out != NULL) {
 			memset(info_out, 0, sizeof(*info_out));
 			info_out->len = aux;
@@ -1804,6 +2010,25 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	}
 	if (rep.type != WIRE_DELIVER)
 		return ipc_fail(-EPROTO);
+	if (c->pq_head != NULL) {
+		/* A receive given up on took a message first (kept on the
+		 * way here): that one is handed over first, this one is
+		 * kept behind it. */
+		struct ipc_pmsg *pm;
+
+		for (pm = c->pq_head; pm != NULL; pm = pm->next)
+			if (ipc_kept_for(pm, from))
+				break;
+		if (pm != NULL) {
+			ssize_t n;
+
+			if ((r = ipc_stream_keep(c, NULL, &rep)) < 0)
+				return ipc_fail(r);
+			n = ipc_give_kept(c, from, buf, size, buf_out,
+			    info_out, &r);
+			return n < 0 ? ipc_fail((int)n) : n;
+		}
+	}
 	if (info_out != NULL)
 		ipc_fill_info(&rep.b.deliver, info_out);
 	if (buf_out != NULL) {
@@ -1820,11 +2045,35 @@ ipc_recv_any(struct ipc_conn *c, const char *from, void *buf, size_t size,
 	return (ssize_t)rep.b.deliver.payload.len;
 }
 
+/* A call with timeout_ms (IPC_FOREVER: none) ends by its deadline: the
+ * broker's answer, or ETIMEDOUT (EAGAIN for 0) once it is overdue. */
+static ssize_t
+ipc_recv_deadline(struct ipc_conn *c, const char *from, void *buf,
+    size_t size, void **buf_out, int timeout_ms,
+    struct ipc_msg_info *info_out)
+{
+	ssize_t n;
+	int saved;
+
+	if (c == NULL || timeout_ms < 0)
+		return ipc_recv_any(c, from, buf, size, buf_out, timeout_ms,
+		    info_out);
+	ipc_deadline_set(c, timeout_ms);
+	n = ipc_recv_any(c, from, buf, size, buf_out, timeout_ms, info_out);
+	saved = errno;
+	c->deadline = 0;
+	if (n < 0 && saved == ETIMEDOUT && timeout_ms == 0)
+		saved = EAGAIN;
+	errno = saved;
+	return n;
+}
+
 ssize_t
 ipc_recv_timed(struct ipc_conn *c, const char *from, void *buf,
     size_t size, int timeout_ms, struct ipc_msg_info *info_out)
 {
-	return ipc_recv_any(c, from, buf, size, NULL, timeout_ms, info_out);
+	return ipc_recv_deadline(c, from, buf, size, NULL, timeout_ms,
+	    info_out);
 }
 
 ssize_t
@@ -1840,7 +2089,8 @@ ipc_recv_alloc(struct ipc_conn *c, const char *from, void **buf_out,
 {
 	if (buf_out == NULL)
 		return ipc_fail(-EINVAL);
-	return ipc_recv_any(c, from, NULL, 0, buf_out, timeout_ms, info_out);
+	return ipc_recv_deadline(c, from, NULL, 0, buf_out, timeout_ms,
+	    info_out);
 }
 
 int

@@ -92,7 +92,8 @@ struct ipc_conn;
  * with errno: ENOENT or ECONNREFUSED (no broker there), EPROTO (not a
  * broker, or an incompatible one), ENOKEY (tls://: no usable key or
  * certificate in the environment), EACCES (tls://: authentication
- * failed), ETIMEDOUT, EINVAL, ENOMEM.
+ * failed), EDQUOT (your user has all the connections its quota allows,
+ * ipcd --max-connections-per-uid), ETIMEDOUT, EINVAL, ENOMEM.
  */
 struct ipc_conn *ipc_open(const char *where);
 
@@ -223,6 +224,16 @@ int ipc_send(struct ipc_conn *c, const char *to, const void *buf,
  * 0 never waits (EAGAIN when full), IPC_FOREVER is ipc_send().  ETIMEDOUT
  * when the time ran out; the message was then not sent.  id_out (may be
  * NULL) receives the message's id.
+ *
+ * The call itself waits at most timeout_ms plus 500 ms, also when the
+ * broker does not answer at all (stopped, or far behind) or does not read
+ * (the socket is full): it then fails with ETIMEDOUT (EAGAIN for 0).  If
+ * none of the message had gone out, it was not sent.  If some had, the
+ * rest goes first at the next call on c that writes (a frame begun cannot
+ * be taken back), and the broker, once it reads it, may still accept the
+ * message: at most once, and the library never sends it again.  Whether it
+ * did is not reported (a refusal is not reported either); do not take
+ * this ETIMEDOUT for "not sent" if sending a message twice matters.
  */
 int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
     size_t len, int timeout_ms, uint64_t *id_out);
@@ -293,6 +304,13 @@ ssize_t ipc_recv(struct ipc_conn *c, const char *from, void *buf,
  * ipc_recv_timed - like ipc_recv(), waiting at most timeout_ms: 0 never
  * waits (EAGAIN when empty), IPC_FOREVER is ipc_recv().  ETIMEDOUT when
  * the time ran out.
+ *
+ * The call itself waits at most timeout_ms plus 500 ms, also when the
+ * broker does not answer at all (stopped, or far behind): it then fails
+ * with ETIMEDOUT (EAGAIN for 0), and its request stays with the broker.
+ * A message the broker hands over for it later is not lost: the library
+ * keeps it, and the next receive from the same source returns it (before
+ * any message that came after it).
  */
 ssize_t ipc_recv_timed(struct ipc_conn *c, const char *from, void *buf,
     size_t size, int timeout_ms, struct ipc_msg_info *info_out);
