@@ -417,6 +417,16 @@ conn_count_addr(const struct broker *b, const char *addr)
 	return n;
 }
 
+/* Watch the listening sockets again. */
+static void
+conn_accept_unpause(struct broker *b)
+{
+	b->accept_paused = 0;
+	loop_watch_mod(b->loop, &b->listen_watch, EPOLLIN);
+	if (b->tcp_fd >= 0)
+		loop_watch_mod(b->loop, &b->tcp_watch, EPOLLIN);
+}
+
 /* accept() failed.  For want of a resource (descriptors, memory) or for
  * a reason we do not know, the listening sockets stay readable, so
  * watching them would spin: they are unwatched until a connection
@@ -448,6 +458,13 @@ conn_accept_failed(struct broker *b, const char *what)
 		conn_close(b->hs_head);
 		return 1;
 	}
+	if (loop_timer_set(b->loop, &b->accept_timer, loop_now_ms() +
+	    100) < 0) {
+		/* No timer, no pause: better to spin than to stop
+		 * accepting for good. */
+		conn_accept_unpause(b);
+		return 0;
+	}
 	if (!b->accept_paused) {
 		int64_t now = loop_now_ms();
 
@@ -465,7 +482,6 @@ conn_accept_failed(struct broker *b, const char *what)
 		if (b->tcp_fd >= 0)
 			loop_watch_mod(b->loop, &b->tcp_watch, 0);
 	}
-	loop_timer_set(b->loop, &b->accept_timer, loop_now_ms() + 100);
 	return 0;
 }
 
@@ -476,10 +492,7 @@ conn_accept_resume(struct loop_timer *t)
 
 	if (!b->accept_paused)
 		return;
-	b->accept_paused = 0;
-	loop_watch_mod(b->loop, &b->listen_watch, EPOLLIN);
-	if (b->tcp_fd >= 0)
-		loop_watch_mod(b->loop, &b->tcp_watch, EPOLLIN);
+	conn_accept_unpause(b);
 	conn_accept_all(b);
 	if (b->tcp_fd >= 0 && !b->accept_paused)
 		conn_accept_tcp(b);
@@ -606,9 +619,11 @@ conn_close(struct conn *c)
 		c->quota->conns--;
 		c->quota = NULL;
 	}
-	/* A descriptor is free again: accepting may resume at once. */
-	if (b->accept_paused)
-		loop_timer_set(b->loop, &b->accept_timer, loop_now_ms());
+	/* A descriptor is free again: accepting may resume at once (at
+	 * the next round, not inside whatever callback closes c). */
+	if (b->accept_paused && loop_timer_set(b->loop, &b->accept_timer,
+	    loop_now_ms()) < 0)
+		conn_accept_unpause(b);
 	/* Dead from here on: nothing more is handed to it.  What it was
 	 * handed but never acknowledged goes back, newest first, so the
 	 * oldest ends at the head of its queue. */
@@ -939,6 +954,28 @@ conn_reply_info(struct conn *c, uint64_t req_id, const struct mbox *m)
 	conn_push(c, &f);
 }
 
+/* c's peer is gone (a write to it failed): what it wrote before it
+ * went (its last acknowledgements, sends its close flushed) is still in
+ * the socket, and is taken first, as at its end of file.  The output it
+ * will never read does not hold that input back. */
+static void
+conn_last_words(struct conn *c)
+{
+	int queued = 0, before;
+
+	if (c->tls != NULL || c->kind != CONN_LOCAL ||
+	    c->state != CONN_READY || c->b->stopping)
+		return;
+	while (ioctl(c->watch.fd, FIONREAD, &queued) == 0 && queued > 0) {
+		before = queued;
+		c->out_off = c->out_len;
+		conn_read(c);
+		if (c->state == CONN_DEAD || ioctl(c->watch.fd, FIONREAD,
+		    &queued) < 0 || queued >= before)
+			break;
+	}
+}
+
 /* Write what the socket takes.  Returns 0, or -1 when c was closed. */
 static int
 conn_write(struct conn *c)
@@ -980,6 +1017,7 @@ conn_write(struct conn *c)
 				break;
 			log_debug("conn %llu: write: %s",
 			    (unsigned long long)c->id, strerror(errno));
+			conn_last_words(c);
 			conn_close(c);
 			return -1;
 		}
