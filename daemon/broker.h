@@ -216,6 +216,9 @@ struct conn {
 	uint64_t events_dropped;	/* not sent: it fell behind */
 	struct conn *mnext;		/* the broker's monitors */
 	int closing;			/* error sent: close after flush */
+	int rd_eof;			/* the client shut its side: its
+					 * requests are answered, then it
+					 * is closed */
 	struct conn *next, *prev;	/* the broker's list */
 	struct conn *flush_next;
 	struct loop_timer hello_timer;

@@ -366,6 +366,15 @@ conn_new(struct broker *b, int fd, enum conn_kind kind, const char *identity)
 		    b->hs_head != c) {
 			struct conn *old = b->hs_head;
 
+			/* Its HELLO may be in its socket, unread (it was
+			 * accepted in this same round, say): a client that
+			 * says HELLO at once is not dropped for silence. */
+			if (old->kind == CONN_LOCAL && old->state ==
+			    CONN_HELLO && !old->closing) {
+				conn_read(old);
+				if (!old->handshaking)
+					continue;
+			}
 			b->n.handshakes_evicted++;
 			log_info("conn %llu (%s): dropped, still in its "
 			    "handshake with %u others waiting",
@@ -1041,7 +1050,7 @@ conn_update_events(struct conn *c)
 	} else if (c->state == CONN_TLS) {
 		ev = c->tls_want == POLLOUT ? EPOLLOUT : EPOLLIN;
 	} else {
-		if (!conn_throttled(c))
+		if (!conn_throttled(c) && !c->rd_eof)
 			ev |= EPOLLIN;
 		if (c->out_len > c->out_off || c->tls_want_write)
 			ev |= EPOLLOUT;
@@ -1114,6 +1123,11 @@ conn_flush_all(struct broker *b)
 		 * it may queue more replies (and put c back on the
 		 * list). */
 		conn_process(c);
+		if (c->rd_eof && c->state != CONN_DEAD && c->nwaits == 0 &&
+		    c->out_off == c->out_len) {
+			conn_close(c);
+			continue;
+		}
 		/* Bytes TLS decrypted already are not seen by epoll. */
 		if (c->tls != NULL && c->state == CONN_READY &&
 		    !conn_throttled(c) && tls_pending(c->tls))
@@ -2220,6 +2234,9 @@ conn_read(struct conn *c)
 	struct broker *b = c->b;
 	size_t budget = CONN_READ_BUDGET;
 
+	if (c->rd_eof)
+		return;
+
 	for (;;) {
 		long flen = wire_frame_len(c->in, c->in_len, conn_max_frame(c));
 		int shared = c->in_len == 0 && !b->rbuf_busy;
@@ -2268,6 +2285,16 @@ conn_read(struct conn *c)
 			    "closing", (unsigned long long)c->id,
 			    (int)c->cred.pid);
 			errno = EBADMSG;	/* logging may change it */
+		}
+		if (n == 0 && c->kind == CONN_LOCAL && c->state == CONN_READY &&
+		    !c->closing) {
+			/* The client shut its side: what it sent is
+			 * answered, then the connection is closed
+			 * (conn_flush_all); a client that closed both
+			 * sides is closed at its EPOLLHUP. */
+			c->rd_eof = 1;
+			conn_want_flush(c);
+			return;
 		}
 		if (n == 0 || (n < 0 && errno != EAGAIN &&
 		    errno != EWOULDBLOCK)) {
@@ -2411,6 +2438,11 @@ conn_on_io(struct loop_watch *w, uint32_t events)
 
 	if (c->state == CONN_DEAD)
 		return;
+	if (c->rd_eof && (events & (EPOLLHUP | EPOLLERR))) {
+		/* Gone altogether: what still waits is cancelled. */
+		conn_close(c);
+		return;
+	}
 	if (c->connecting && conn_connected(c) < 0)
 		return;
 	if (c->state == CONN_TLS) {
