@@ -47,8 +47,11 @@ struct ipc_stash {
 /* Acknowledgements wait for the next request to ride along with; past
  * this many they go at once.  Picked: one small frame per 64 messages. */
 #define IPC_ACK_BATCH 64
-/* Failure reports kept for ipc_send_failure(); past this the oldest are
- * dropped and counted in lost_failures.  Picked. */
+/* Failure reports waiting for ipc_send_failure(): past this many,
+ * ipc_send_async() and ipc_send_more() say EAGAIN until the application
+ * reads them, so they cannot pile up without end.  Those of sends already
+ * on their way still come, and are all kept (the ring grows): none is
+ * lost unless memory runs out.  Picked. */
 #define IPC_FAIL_MAX 4096
 
 /* Bytes of frames the library may hold unwritten for ipc_send_async()
@@ -132,8 +135,8 @@ struct ipc_conn {
 	uint64_t acks[IPC_ACK_BATCH];
 	unsigned nacks;
 	/* Failure reports, oldest first (a ring). */
-	struct ipc_send_failure *fails;
-	size_t fail_head, nfails;
+	struct ipc_send_failure *fails;	/* a ring of fail_cap */
+	size_t fail_head, nfails, fail_cap;
 	uint64_t lost_failures;
 	/* An armed receive: its request id and source, and the message
 	 * once it has come. */
@@ -201,17 +204,24 @@ ipc_record_failure(struct ipc_conn *c, uint64_t send_id, uint64_t msg_id,
 {
 	struct ipc_send_failure *f;
 
-	if (c->fails == NULL &&
-	    (c->fails = calloc(IPC_FAIL_MAX, sizeof(*c->fails))) == NULL) {
-		c->lost_failures++;
-		return;
+	if (c->nfails == c->fail_cap) {
+		size_t cap = c->fail_cap ? 2 * c->fail_cap : 64;
+		struct ipc_send_failure *n = cap > SIZE_MAX / sizeof(*n) ?
+		    NULL : malloc(cap * sizeof(*n));
+
+		if (n == NULL) {
+			c->lost_failures++;
+			return;
+		}
+		/* Unwrapped into the new ring, oldest first. */
+		for (size_t i = 0; i < c->nfails; i++)
+			n[i] = c->fails[(c->fail_head + i) % c->fail_cap];
+		free(c->fails);
+		c->fails = n;
+		c->fail_cap = cap;
+		c->fail_head = 0;
 	}
-	if (c->nfails == IPC_FAIL_MAX) {
-		c->fail_head = (c->fail_head + 1) % IPC_FAIL_MAX;
-		c->nfails--;
-		c->lost_failures++;
-	}
-	f = &c->fails[(c->fail_head + c->nfails) % IPC_FAIL_MAX];
+	f = &c->fails[(c->fail_head + c->nfails) % c->fail_cap];
 	f->send_id = send_id;
 	f->msg_id = msg_id;
 	f->error = err;
@@ -1608,6 +1618,10 @@ ipc_send_nowait(struct ipc_conn *c, const char *to, const void *buf,
 		return ipc_fail(-EMSGSIZE);
 	if (c->broken)
 		return ipc_fail(-ECONNRESET);
+	/* Its failure could not be reported without loss: the reports
+	 * waiting must be read first. */
+	if (c->nfails >= IPC_FAIL_MAX)
+		return ipc_fail(-EAGAIN);
 	/* An unbatched send leaves at once: what waits before it must
 	 * be out first (at most its own frame then waits, for the next
 	 * call).  A batched one may wait behind a bounded amount. */
@@ -1686,7 +1700,7 @@ ipc_send_failure(struct ipc_conn *c, struct ipc_send_failure *out)
 	if (c->nfails == 0)
 		return ipc_fail(-EAGAIN);
 	*out = c->fails[c->fail_head];
-	c->fail_head = (c->fail_head + 1) % IPC_FAIL_MAX;
+	c->fail_head = (c->fail_head + 1) % c->fail_cap;
 	c->nfails--;
 	ipc_stash_signal(c);
 	return 0;

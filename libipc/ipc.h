@@ -247,7 +247,9 @@ int ipc_send_timed(struct ipc_conn *c, const char *to, const void *buf,
  * *id_out (may be NULL) is its send id.  Every failure, found at once or
  * later (full, no such mailbox or process, EACCES, EDQUOT, EMSGSIZE, the
  * mailbox deleted or the receiving process gone before delivery), comes
- * back through ipc_send_failure() and makes ipc_fd() readable.
+ * back through ipc_send_failure() and makes ipc_fd() readable; none is
+ * dropped.  Also EAGAIN while 4096 such reports wait unread: take them
+ * with ipc_send_failure() first.
  */
 int ipc_send_async(struct ipc_conn *c, const char *to, const void *buf,
     size_t len, uint64_t *id_out);

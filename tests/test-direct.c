@@ -1870,6 +1870,59 @@ test_async_send_to_full_mailbox_fails_with_eagain_its_id(void **state)
 	broker_stop(&f->b);
 }
 
+/* Every async send is accounted for: refused at the call (EAGAIN), or
+ * accepted, or reported failed -- also when far more fail than the
+ * library keeps reports for (it stops taking sends instead of dropping
+ * reports). */
+#define FLOOD_ASYNC 100000
+static void
+test_async_flood_of_failures_loses_no_report(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_send_failure fl;
+	struct ipc_mbox_info info;
+	struct ipc_conn *c;
+	uint64_t sent = 0, refused = 0, reported = 0;
+	long long deadline;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	box_create(c, "full", 1, -1);
+	for (int i = 0; i < FLOOD_ASYNC; i++) {
+		if (ipc_send_async(c, "full", "x", 2, NULL) == 0) {
+			sent++;
+			continue;
+		}
+		assert_int_equal(errno, EAGAIN);
+		refused++;
+		/* Read some reports, as an application would. */
+		while (reported < sent && ipc_send_failure(c, &fl) == 0) {
+			assert_int_equal(fl.error, EAGAIN);
+			reported++;
+		}
+	}
+	deadline = test_now_ms() + TEST_WAIT_MS;
+	while (reported + 1 < sent) {
+		if (ipc_send_failure(c, &fl) == 0) {
+			assert_int_equal(fl.error, EAGAIN);
+			reported++;
+			continue;
+		}
+		assert_int_equal(errno, EAGAIN);
+		assert_true(test_now_ms() < deadline);
+		assert_int_equal(test_wait_readable(ipc_fd(c), 1000) >= 0, 1);
+	}
+	print_message("%llu sent: 1 accepted, %llu reported failed; %llu "
+	    "refused at the call\n", (unsigned long long)sent,
+	    (unsigned long long)reported, (unsigned long long)refused);
+	assert_true(sent > 4096);
+	assert_int_equal(sent + refused, FLOOD_ASYNC);
+	assert_int_equal(ipc_mbox_stat(c, "full", &info), 0);
+	assert_int_equal(info.depth, 1);
+	failure_expect_none(c);
+	broker_stop(&f->b);
+}
+
 static void
 test_async_send_to_missing_mailbox_fails_later_with_enoent(void **state)
 {
@@ -2006,7 +2059,8 @@ main(void)
 		T(test_redelivered_flag_on_requeued_message_only),
 		T(test_send_failure_with_nothing_pending_is_eagain),
 		T(test_async_send_to_full_mailbox_fails_with_eagain_its_id),
-		T(test_async_send_to_missing_mailbox_fails_later_with_enoent),
+		T(test_async_flood_of_failures_loses_no_report),
+	T(test_async_send_to_missing_mailbox_fails_later_with_enoent),
 		T(test_accepted_msg_of_deleted_mailbox_fails_with_enoent),
 		T(test_accepted_direct_msg_fails_with_esrch_when_pid_exits),
 		T(test_blocking_send_after_async_send_gets_its_reply),
