@@ -543,6 +543,7 @@ main(int argc, char **argv)
 		main_usage(stderr);
 		return 2;
 	}
+	log_init();
 	if (tcp_opt != NULL && main_hostport("--tcp", tcp_opt, tcp_host,
 	    sizeof(tcp_host), &tcp_port, "127.0.0.1") < 0)
 		return 2;

@@ -3200,6 +3200,48 @@ test_descriptors_own_socket_held_exit_cleans_up(void **state)
 	broker_stop(&f->b);
 }
 
+/* --- a log nobody reads ---------------------------------------------------- */
+
+/* The broker logs a line per offender.  Its stderr here is a pipe the
+ * test never reads: once the pipe is full, a broker that waited on its
+ * log would stop serving everyone.  Offenders come and go while a
+ * client on another connection must keep getting answers. */
+#define UNREAD_OFFENDERS 5000
+
+static void
+test_unread_log_never_stops_the_broker(void **state)
+{
+	struct fix *f = *state;
+	struct raw good, bad;
+	uint8_t hdr[WIRE_HDR_LEN];
+	long long t0, worst = 0;
+
+	broker_start(&f->b, NULL);	/* no reader of its output */
+	raw_open(f, &good);
+	raw_hello(&good);
+	put_header(hdr, 0, WIRE_HELLO, 0, 1);
+	t0 = now_us();
+	for (int i = 0; i < UNREAD_OFFENDERS; i++) {
+		long long t;
+
+		raw_open(f, &bad);
+		raw_send(bad.fd, hdr, sizeof(hdr));
+		raw_expect_error(&bad, WIRE_E_PROTO, 0);
+		raw_expect_closed(&bad);
+		fix_fd_close(f, bad.fd);
+		if (i % 100 != 0)
+			continue;
+		t = now_us();
+		raw_probe(&good, (uint64_t)i + 2);
+		if (now_us() - t > worst)
+			worst = now_us() - t;
+	}
+	print_message("figure: unread log: %d offenders closed in %.0f ms, "
+	    "another client answered throughout (slowest %.2f ms)\n",
+	    UNREAD_OFFENDERS, (now_us() - t0) / 1000.0, worst / 1000.0);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -3215,6 +3257,7 @@ main(void)
 		T(test_descriptors_too_many_and_cut_off_leave_nothing),
 		T(test_descriptors_not_sealed_memfds_refused_none_kept),
 		T(test_descriptors_own_socket_held_exit_cleans_up),
+		T(test_unread_log_never_stops_the_broker),
 	};
 
 	test_init(300);
