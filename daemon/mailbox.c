@@ -524,6 +524,10 @@ mbox_requeue(struct broker *b, struct msg *msg)
 		conn_report_failure(b, msg, ENOENT,
 		    "the mailbox was deleted before the message was received");
 		b->n.dropped_mbox_deleted++;
+		/* Not received after all: its delivery is undone, as for
+		 * one put back below (the mailbox's count went with it). */
+		b->n.msgs_out--;
+		b->n.bytes_out -= msg->len;
 		msg_free(msg);
 		return NULL;
 	}
