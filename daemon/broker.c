@@ -6,7 +6,7 @@
 #include "config.h"
 
 #include "broker.h"
-#include "log.h"
+#include "journal.h"
 #include "tls.h"
 #include "wire.h"
 
@@ -46,8 +46,12 @@ broker_defaults(struct broker *b)
 static void
 broker_before_wait(void *data)
 {
-	conn_flush_all(data);
-	proc_reap(data);
+	struct broker *b = data;
+
+	conn_flush_all(b);
+	proc_reap(b);
+	if (b->journal_dirty)
+		durable_kick(b);
 }
 
 int
@@ -66,8 +70,19 @@ broker_open(struct broker *b)
 void
 broker_close(struct broker *b, const char *why)
 {
+	struct journal *j;
+
+	durable_flush(b);
 	if (b->loop != NULL)
 		conn_close_all(b, why);
+	/* From here on nothing is journaled: freeing the messages below
+	 * must not let the journal reclaim what they hold. */
+	if ((j = b->journal) != NULL) {
+		loop_watch_del(b->loop, &b->journal_watch);
+		loop_timer_del(b->loop, &b->journal_timer);
+		b->journal = NULL;
+	}
+	durable_free_all(b);
 	link_free_all(b);
 	tls_ctx_free(b->tls_server);
 	tls_ctx_free(b->tls_client);
@@ -86,4 +101,9 @@ broker_close(struct broker *b, const char *why)
 	quota_free_all(b);
 	loop_free(b->loop);
 	b->loop = NULL;
+	b->durables = NULL;
+	b->ndurables = 0;
+	/* A last sync of what was appended (records of consumed or
+	 * cancelled messages), then the lock goes. */
+	journal_close(j);
 }

@@ -29,6 +29,8 @@ struct lreq;
 struct peer;
 struct tls;
 struct tls_ctx;
+struct journal;
+struct dpend;
 
 /* "host:port" of a broker ("[v6]:port"), the key of links and the
  * origin of the messages that came over them. */
@@ -70,6 +72,9 @@ struct msg {
 	const char *origin;		/* the sender's broker, "host:port";
 					 * NULL: this one.  In the same
 					 * allocation, after data */
+	uint64_t jseg;			/* durable: the journal segment its
+					 * record is in (retained while it
+					 * lives); 0: not journaled */
 	uint8_t data[];
 };
 
@@ -137,7 +142,16 @@ struct mbox {
 	uint64_t msgs_in, msgs_out, created_ns;
 	uint32_t unacked;		/* its messages held by receivers */
 	int to_feed;			/* on a closing conn's list of */
-	struct mbox *feed_next;		/* mailboxes to feed */
+	struct mbox *feed_next;		/* mailboxes to feed (or a failed
+					 * sync's list of those to delete) */
+	/* Durable (broker.c): its metadata and messages are journaled.
+	 * Messages whose records are not yet synced are held aside: they
+	 * take room (capacity, max_bytes) but receivers do not see them. */
+	int durable;			/* 1; -1: discarded in replay */
+	uint32_t pend_count;
+	uint64_t pend_bytes;
+	uint32_t dwaits;		/* dpends that name it */
+	struct mbox *dnext, *dprev;	/* the broker's durable mailboxes */
 };
 
 enum conn_state { CONN_TLS, CONN_HELLO, CONN_READY, CONN_DEAD };
@@ -225,6 +239,8 @@ struct conn {
 	struct loop_timer more_timer;	/* TLS: read what it decrypted
 					 * once the loop went round */
 	uint64_t msgs_sent, msgs_received, connected_ns;
+	uint32_t dwaits;		/* its durable sends and requests
+					 * waiting for a sync (broker.c) */
 };
 
 struct broker_limits {
@@ -281,6 +297,9 @@ struct broker_counters {
 	uint64_t redelivered, failures_reported, acks, events_dropped;
 	uint64_t tls_refused, link_msgs_out, link_msgs_in, link_repeats;
 	uint64_t handshakes_evicted, accept_paused;
+	/* durable mailboxes */
+	uint64_t journal_records, journal_damaged, journal_torn_bytes;
+	uint64_t journal_orphans, durable_recovered, durable_failed;
 };
 
 /* Events for monitors: as ipc.h's enum ipc_event_kind. */
@@ -341,6 +360,25 @@ struct broker {
 	/* memfd messages: descriptors held, and how many may be (half
 	 * the descriptor limit); past it payloads are read into memory. */
 	uint32_t fds_held, max_fds_held;
+	/* --- durable mailboxes (broker.c) --- */
+	const char *state_dir;		/* --state-dir; NULL: durable
+					 * mailboxes are refused */
+	struct journal *journal;	/* NULL until first needed */
+	struct loop_watch journal_watch;
+	int journal_dirty;		/* appended since the last sync */
+	int journal_busy;		/* a sync asked for, not yet done */
+	uint32_t journal_expect;	/* blocking senders the last sync
+					 * answered: their next sends are
+					 * waited for ... */
+	uint32_t journal_sends;		/* (messages sent since) */
+	int64_t journal_hold_ms;	/* ... until then */
+	struct loop_timer journal_timer;
+	char journal_why[256];		/* why it could not be opened */
+	struct dpend *dpend_head, *dpend_tail;	/* waiting for a sync, in
+					 * the order of their records */
+	struct mbox *durables;		/* the durable mailboxes */
+	uint32_t ndurables;
+	uint64_t durable_msgs;		/* durable messages held */
 };
 
 /* Wall-clock nanoseconds, for enqueue and creation times. */
@@ -353,6 +391,52 @@ int broker_open(struct broker *b);
  * sockets are the caller's). */
 void broker_close(struct broker *b, const char *why);
 
+/* --- broker.c: durable mailboxes ------------------------------------------
+ * The journal (journal.h) holds, per durable mailbox, its metadata and
+ * its messages; the broker's loop appends records and answers a request
+ * once the sync thread says its record is on disk. */
+
+/* At start: when b->state_dir exists, open and lock it and recover its
+ * mailboxes and messages.  0 (also when there is no directory), or
+ * -errno with why filled (EBUSY: another broker holds it). */
+int durable_start(struct broker *b, char *why, size_t why_size);
+/* Ask for a sync of what was appended (the before-wait hook); sync what
+ * is pending at the end; free what is left when the broker closes. */
+void durable_kick(struct broker *b);
+void durable_flush(struct broker *b);
+void durable_free_all(struct broker *b);
+/* The journal, opened (the directory made) on first need.  0, or -errno
+ * with b->journal_why saying why: ENOTSUP (no state directory), EBUSY
+ * (another broker holds it), or what the disk said. */
+int durable_ready(struct broker *b);
+/* m was just made durable (mbox_create): link it in; durable_unlink
+ * when it goes. */
+void durable_link(struct broker *b, struct mbox *m);
+/* MBOX_CREATE made durable mailbox m for c: its record is appended and
+ * the answer (MBOX_INFO) goes once it is synced.  0, or -errno: m was
+ * deleted again, and the caller answers the error. */
+int durable_created(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id);
+/* m's owner, group or mode changed (or it is about to be deleted, gone
+ * set): its record is appended, and OK goes to c once it is synced.
+ * 0, or -errno (nothing was appended; the caller answers). */
+int durable_changed(struct broker *b, struct mbox *m, int gone,
+    struct conn *c, uint64_t req_id);
+/* Durable m is being deleted: the sends waiting for their sync fail. */
+void durable_mbox_gone(struct broker *b, struct mbox *m);
+/* Send msg (consumed) from c into durable m, which has room: its record
+ * is appended; it joins the queue and c gets SENT once that is synced,
+ * or the error then. */
+void durable_send(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, struct msg *msg);
+/* A receiver acknowledged msg of durable m: recorded as consumed. */
+void durable_consumed(struct broker *b, struct mbox *m,
+    const struct msg *msg);
+/* msg (jseg set) leaves the broker: its record may be reclaimed. */
+void durable_release(struct msg *msg);
+/* c is closing with durable requests waiting (c->dwaits). */
+void durable_conn_gone(struct broker *b, struct conn *c);
+
 /* --- quota.c ------------------------------------------------------------ */
 
 /* The record of uid (made on first use), or NULL when out of memory. */
@@ -364,6 +448,11 @@ void quota_free_all(struct broker *b);
  * quota) or -ENOMEM (fd not taken). */
 struct msg *msg_new(struct broker *b, const struct ucred *from, size_t len,
     int fd, const char *origin, int *err);
+/* A message recovered from the journal: charged to its sender's uid as
+ * msg_new does, but never refused for quota (it was accepted once).
+ * NULL when out of memory. */
+struct msg *msg_recover(struct broker *b, const struct ucred *from,
+    size_t len, const char *origin);
 /* A memfd message's payload read into memory (its descriptor closed):
  * *msgp is replaced.  0 or -errno (*msgp unchanged). */
 int msg_materialize(struct broker *b, struct msg **msgp);
@@ -413,6 +502,21 @@ int mbox_create(struct broker *b, struct conn *c,
 /* Delete m: its messages are freed, its waits fail with ENOENT. */
 void mbox_delete(struct broker *b, struct mbox *m);
 void mbox_info(const struct mbox *m, struct wire_mbox_info *out);
+/* Durable mailboxes: a message whose record is synced joins m (counted
+ * as accepted, handed to a waiting receiver or queued). */
+void mbox_durable_accept(struct broker *b, struct mbox *m, struct msg *msg);
+/* Replay: a mailbox as its record describes it, in the name table and
+ * counted for its owner (never refused for limits: it was accepted
+ * once).  NULL with -ENOMEM or -EINVAL (a bad name). */
+struct mbox *mbox_restore(struct broker *b, const char *name,
+    const uuid_t uuid, uid_t uid, gid_t gid, uint32_t mode,
+    uint32_t capacity, uint64_t max_bytes, uint64_t created_ns, int *err);
+/* Replay: out of the name table and the owner's count (its queue must
+ * be empty); the caller frees it with mbox_discard_free(). */
+void mbox_discard(struct broker *b, struct mbox *m);
+void mbox_discard_free(struct mbox *m);
+/* Replay: msg goes to the tail of m's queue, marked redelivered. */
+void mbox_restore_msg(struct mbox *m, struct msg *msg);
 
 /* Send msg (consumed) from c to m: answered now (SENT or an error), or
  * parked until room comes or timeout_ms passes. */

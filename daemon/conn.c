@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "ipc.h"
+#include "journal.h"
 #include "log.h"
 #include "mysocks.h"
 #include "tls.h"
@@ -599,6 +600,8 @@ conn_close(struct conn *c)
 	    (int)c->cred.pid);
 	while (c->waits != NULL)
 		wait_cancel(b, c->waits);
+	if (c->dwaits > 0)
+		durable_conn_gone(b, c);
 	if (c->monitor_id != 0) {
 		struct conn **pp;
 
@@ -1771,11 +1774,13 @@ conn_on_create(struct conn *c, const struct wire_frame *f)
 	struct mbox *m;
 	int created, r;
 
+	c->b->journal_why[0] = '\0';	/* set when the journal refuses */
 	r = mbox_create(c->b, c, &f->b.create, &m, &created);
 	if (r < 0) {
 		if (r == -EDQUOT)
 			c->b->n.err_quota++;
 		conn_reply_error(c, f->id, -r, 0,
+		    c->b->journal_why[0] != '\0' ? c->b->journal_why :
 		    r == -EINVAL ? "bad mailbox name or attributes" :
 		    r == -EEXIST ? "mailbox exists" :
 		    r == -ENOSPC ? "the broker's mailbox limit is reached" :
@@ -1783,11 +1788,20 @@ conn_on_create(struct conn *c, const struct wire_frame *f)
 		    "out of memory");
 		return;
 	}
+	/* Durable: answered once it is on disk (or deleted again, and
+	 * the error answered, when it cannot be written). */
+	if (created && m->durable &&
+	    (r = durable_created(c->b, m, c, f->id)) < 0) {
+		conn_reply_error(c, f->id, -r, 0, c->b->journal_why);
+		return;
+	}
 	if (created) {
 		log_debug("conn %llu: created mailbox %s",
 		    (unsigned long long)c->id, m->name);
 		conn_event(c->b, EV_CREATE, (uint32_t)c->cred.pid,
 		    c->cred.uid, m, m->name, 0, 0, 0);
+		if (m->durable)
+			return;
 	}
 	conn_reply_info(c, f->id, m);
 }
@@ -1796,15 +1810,24 @@ static void
 conn_on_delete(struct conn *c, const struct wire_frame *f)
 {
 	struct mbox *m = conn_resolve_owned(c, f->id, f->b.name.name);
+	int r, durable;
 
 	if (m == NULL)
 		return;
+	/* Durable: its deletion is recorded first, and answered once it
+	 * is on disk; when it cannot be, the mailbox stays. */
+	if (m->durable && (r = durable_changed(c->b, m, 1, c, f->id)) < 0) {
+		conn_reply_error(c, f->id, -r, 0, c->b->journal_why);
+		return;
+	}
 	log_debug("conn %llu: deleted mailbox %s", (unsigned long long)c->id,
 	    m->name);
 	conn_event(c->b, EV_DELETE, (uint32_t)c->cred.pid, c->cred.uid, m,
 	    m->name, 0, 0, 0);
+	durable = m->durable;
 	mbox_delete(c->b, m);
-	conn_reply_ok(c, f->id);
+	if (!durable)
+		conn_reply_ok(c, f->id);
 }
 
 static void
@@ -1850,9 +1873,21 @@ conn_on_chmod(struct conn *c, const struct wire_frame *f)
 		conn_reply_error(c, f->id, EINVAL, 0, "mode beyond 0777");
 		return;
 	}
+	uint32_t old;
+	int r;
+
 	if ((m = conn_resolve_owned(c, f->id, f->b.chmod.name)) == NULL)
 		return;
+	old = m->mode;
 	m->mode = f->b.chmod.mode;
+	if (m->durable) {
+		/* Answered once the new mode is on disk. */
+		if ((r = durable_changed(c->b, m, 0, c, f->id)) < 0) {
+			m->mode = old;
+			conn_reply_error(c, f->id, -r, 0, c->b->journal_why);
+		}
+		return;
+	}
 	conn_reply_ok(c, f->id);
 }
 
@@ -1860,7 +1895,7 @@ static void
 conn_on_chown(struct conn *c, const struct wire_frame *f)
 {
 	const struct wire_mbox_chown *r = &f->b.chown;
-	struct quota *from, *to;
+	struct quota *from = NULL, *to = NULL;
 	struct mbox *m;
 
 	if ((m = conn_resolve_owned(c, f->id, r->name)) == NULL)
@@ -1875,12 +1910,32 @@ conn_on_chown(struct conn *c, const struct wire_frame *f)
 		    "only root may give a mailbox away");
 		return;
 	}
-	if (r->uid != WIRE_DEFAULT32 && r->uid != m->uid) {
-		if ((from = quota_get(c->b, m->uid)) == NULL ||
-		    (to = quota_get(c->b, r->uid)) == NULL) {
-			conn_reply_error(c, f->id, ENOMEM, 0, "out of memory");
+	if (r->uid != WIRE_DEFAULT32 && r->uid != m->uid &&
+	    ((from = quota_get(c->b, m->uid)) == NULL ||
+	    (to = quota_get(c->b, r->uid)) == NULL)) {
+		conn_reply_error(c, f->id, ENOMEM, 0, "out of memory");
+		return;
+	}
+	if (m->durable) {
+		/* Recorded with the new owner first (answered once that is
+		 * on disk); nothing changes when it cannot be. */
+		uid_t uid = m->uid;
+		gid_t gid = m->gid;
+		int e;
+
+		if (r->uid != WIRE_DEFAULT32)
+			m->uid = r->uid;
+		if (r->gid != WIRE_DEFAULT32)
+			m->gid = r->gid;
+		e = durable_changed(c->b, m, 0, c, f->id);
+		m->uid = uid;
+		m->gid = gid;
+		if (e < 0) {
+			conn_reply_error(c, f->id, -e, 0, c->b->journal_why);
 			return;
 		}
+	}
+	if (r->uid != WIRE_DEFAULT32 && r->uid != m->uid) {
 		if (from->mailboxes > 0)
 			from->mailboxes--;
 		to->mailboxes++;
@@ -1888,7 +1943,8 @@ conn_on_chown(struct conn *c, const struct wire_frame *f)
 	}
 	if (r->gid != WIRE_DEFAULT32)
 		m->gid = r->gid;
-	conn_reply_ok(c, f->id);
+	if (!m->durable)
+		conn_reply_ok(c, f->id);
 }
 
 static void
@@ -1939,10 +1995,22 @@ conn_on_clients(struct conn *c, const struct wire_frame *f)
 	conn_reply_ok(c, f->id);
 }
 
+/* The journal's figures; all 0 while no durable mailbox was used. */
+static struct journal_stats
+conn_journal_stats(const struct broker *b)
+{
+	struct journal_stats js = { 0 };
+
+	if (b->journal != NULL)
+		journal_get_stats(b->journal, &js);
+	return js;
+}
+
 static void
 conn_on_counters(struct conn *c, const struct wire_frame *f)
 {
 	const struct broker *b = c->b;
+	const struct journal_stats js = conn_journal_stats(b);
 	const struct { const char *name; uint64_t value; } v[] = {
 		{ "uptime_ms", (uint64_t)(loop_now_ms() - b->started_ms) },
 		{ "connections", b->nconns },
@@ -1976,6 +2044,20 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "link_messages_out", b->n.link_msgs_out },
 		{ "link_messages_in", b->n.link_msgs_in },
 		{ "link_repeats", b->n.link_repeats },
+		{ "durable_mailboxes", b->ndurables },
+		{ "durable_messages", b->durable_msgs },
+		{ "durable_recovered", b->n.durable_recovered },
+		{ "durable_failed", b->n.durable_failed },
+		{ "journal_records_replayed", b->n.journal_records },
+		{ "journal_damaged", b->n.journal_damaged },
+		{ "journal_torn_bytes", b->n.journal_torn_bytes },
+		{ "journal_orphans", b->n.journal_orphans },
+		{ "journal_syncs", js.syncs },
+		{ "journal_sync_us", js.sync_ns_total / 1000 },
+		{ "journal_segments", js.segments_live },
+		{ "journal_segments_deleted", js.segments_deleted },
+		{ "journal_disk_bytes", js.disk_bytes },
+		{ "journal_write_errors", js.write_errors },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

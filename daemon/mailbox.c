@@ -133,7 +133,7 @@ mbox_create(struct broker *b, struct conn *c,
 		return -EINVAL;
 	if (req->mode != WIRE_DEFAULT32 && (req->mode & ~0777u) != 0)
 		return -EINVAL;
-	if ((req->flags & ~WIRE_CREATE_EXCL) != 0)
+	if ((req->flags & ~(WIRE_CREATE_EXCL | WIRE_CREATE_DURABLE)) != 0)
 		return -EINVAL;
 	if ((m = mbox_find(b, name, strlen(name))) != NULL) {
 		if (req->flags & WIRE_CREATE_EXCL)
@@ -148,6 +148,23 @@ mbox_create(struct broker *b, struct conn *c,
 	if (b->lim.max_mailboxes_per_uid != 0 &&
 	    q->mailboxes >= b->lim.max_mailboxes_per_uid)
 		return -EDQUOT;
+	if (req->flags & WIRE_CREATE_DURABLE) {
+		int r;
+
+		/* A queue that holds nothing has nothing to keep. */
+		if ((req->capacity == WIRE_DEFAULT32 ?
+		    b->lim.default_capacity : req->capacity) == 0)
+			return -EINVAL;
+		if ((r = durable_ready(b)) < 0)
+			return r;
+		/* Opened just now, the journal may have brought it back. */
+		if ((m = mbox_find(b, name, strlen(name))) != NULL) {
+			if (req->flags & WIRE_CREATE_EXCL)
+				return -EEXIST;
+			*m_out = m;
+			return 0;
+		}
+	}
 	if ((m = calloc(1, sizeof(*m))) == NULL)
 		return -ENOMEM;
 	if ((m->name = strdup(name)) == NULL) {
@@ -165,6 +182,8 @@ mbox_create(struct broker *b, struct conn *c,
 	m->uid = c->cred.uid;
 	m->gid = c->cred.gid;
 	m->created_ns = broker_wall_ns();
+	if (req->flags & WIRE_CREATE_DURABLE)
+		durable_link(b, m);
 	q->mailboxes++;
 	slot = m->hash & (b->tab_size - 1);
 	m->hnext = b->tab[slot];
@@ -193,6 +212,7 @@ mbox_info(const struct mbox *m, struct wire_mbox_info *out)
 	out->msgs_in = m->msgs_in;
 	out->msgs_out = m->msgs_out;
 	out->created_ns = m->created_ns;
+	out->flags = m->durable > 0 ? WIRE_INFO_DURABLE : 0;
 	out->name.p = (const uint8_t *)m->name;
 	out->name.len = m->name_len;
 }
@@ -383,6 +403,12 @@ mbox_has_room(const struct mbox *m, const struct msg *msg)
 	 * wait for it (or for their deadline). */
 	if (m->owner != NULL && m->owner->nconns == 0)
 		return 0;
+	/* Durable: what waits for its sync takes room too.  (Messages put
+	 * back by a redelivery may overfill the queue.) */
+	if (m->durable)
+		return m->q.count + m->pend_count < m->capacity &&
+		    m->q.bytes + m->pend_bytes <= m->max_bytes &&
+		    msg->len <= m->max_bytes - m->q.bytes - m->pend_bytes;
 	return m->q.count < m->capacity &&
 	    msg->len <= m->max_bytes - m->q.bytes;
 }
@@ -468,8 +494,13 @@ wait_took(struct broker *b, struct mbox *m, struct wait *w)
 void
 mbox_acked(struct msg *msg)
 {
-	if (msg->home != NULL)
+	if (msg->home != NULL) {
+		/* Durable: recorded as consumed (with the next sync); a
+		 * mailbox deleted meanwhile has said so for all of its. */
+		if (msg->jseg != 0)
+			durable_consumed(msg->b, msg->home, msg);
 		msg->home->unacked--;
+	}
 	msg_free(msg);
 }
 
@@ -578,11 +609,51 @@ mbox_admit_senders(struct broker *b, struct mbox *m)
 		struct msg *msg = w->msg;
 
 		w->msg = NULL;
+		if (m->durable) {
+			/* Answered once its record is on disk. */
+			durable_send(b, m, w->conn, w->req_id, msg);
+			wait_finish(b, w);
+			continue;
+		}
 		mbox_accepted(b, m, msg);
 		msgq_push(&m->q, msg);
 		conn_reply_sent(w->conn, w->req_id, msg);
 		wait_finish(b, w);
 	}
+}
+
+/* mbox_send() into a durable mailbox: nothing is handed to a receiver
+ * before its record is on disk, so a message with room goes to the
+ * journal (durable_send); one without waits as any. */
+static void
+mbox_send_durable(struct broker *b, struct mbox *m, struct conn *c,
+    uint64_t req_id, struct msg *msg, uint32_t timeout_ms)
+{
+	int r;
+
+	/* The journal keeps bytes, not descriptors. */
+	if (msg->fd >= 0 && (r = msg_materialize(b, &msg)) < 0) {
+		conn_reply_error(c, req_id, r == -ENOMEM ? ENOMEM : EIO, 0,
+		    "cannot read the message's memfd");
+		msg_free(msg);
+		return;
+	}
+	if (m->senders.head == NULL && mbox_has_room(m, msg)) {
+		durable_send(b, m, c, req_id, msg);
+		return;
+	}
+	if (timeout_ms == 0) {
+		b->n.err_full++;
+		conn_reply_error(c, req_id, EAGAIN, 0, "queue full");
+		msg_free(msg);
+		return;
+	}
+	if ((r = wait_park(b, m, c, WAIT_SEND, req_id, timeout_ms)) < 0) {
+		conn_reply_error(c, req_id, -r, 0, "out of memory");
+		msg_free(msg);
+		return;
+	}
+	c->waits->msg = msg;
 }
 
 void
@@ -600,6 +671,10 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 		conn_reply_error(c, req_id, EMSGSIZE, 0,
 		    "message larger than the queue's byte capacity");
 		msg_free(msg);
+		return;
+	}
+	if (m->durable) {
+		mbox_send_durable(b, m, c, req_id, msg, timeout_ms);
 		return;
 	}
 	if (m->senders.head == NULL) {
@@ -660,6 +735,33 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 	c->waits->msg = msg;
 }
 
+void
+mbox_durable_accept(struct broker *b, struct mbox *m, struct msg *msg)
+{
+	struct wait *w, *next;
+
+	mbox_accepted(b, m, msg);
+	/* As a new message in mbox_send(): the first receiver ready for
+	 * it takes it (one waits only while nothing queued is for it). */
+	for (w = m->receivers.head; w != NULL; w = next) {
+		struct conn *rc = w->conn;
+		uint64_t rid = w->req_id;
+
+		next = w->next;
+		if (!wait_ready(w) || !mbox_matches(&w->from, msg))
+			continue;
+		if (msg->len > w->max_len) {
+			mbox_too_big(b, rc, rid, msg->len);
+			wait_finish(b, w);
+			continue;
+		}
+		wait_took(b, m, w);
+		mbox_deliver(b, m, rc, rid, msg);
+		return;
+	}
+	msgq_push(&m->q, msg);
+}
+
 /* The first queued message that from selects, and the one before it
  * (NULL at the head).  Selective receive scans; receive-any takes the
  * head at once. */
@@ -714,6 +816,9 @@ mbox_take(struct broker *b, struct mbox *m, struct conn *c, uint64_t req_id,
 		mbox_admit_senders(b, m);
 		return msg;
 	}
+	/* A durable message is not handed over before it is on disk. */
+	if (m->durable)
+		return NULL;
 	for (w = m->senders.head; w != NULL; w = w->next) {
 		if (!mbox_matches(from, w->msg))
 			continue;
@@ -897,6 +1002,8 @@ mbox_delete(struct broker *b, struct mbox *m)
 	struct mbox **pp = &b->tab[m->hash & (b->tab_size - 1)];
 	struct quota *q = quota_get(b, m->uid);
 
+	if (m->durable)
+		durable_mbox_gone(b, m);
 	mbox_fini_queue(b, m, ENOENT, "mailbox deleted");
 	for (; *pp != NULL; pp = &(*pp)->hnext)
 		if (*pp == m) {
@@ -907,4 +1014,86 @@ mbox_delete(struct broker *b, struct mbox *m)
 		q->mailboxes--;
 	b->nmbox--;
 	free(m);
+}
+
+/* --- replay of durable mailboxes ---------------------------------------- */
+
+struct mbox *
+mbox_restore(struct broker *b, const char *name, const uuid_t uuid,
+    uid_t uid, gid_t gid, uint32_t mode, uint32_t capacity,
+    uint64_t max_bytes, uint64_t created_ns, int *err)
+{
+	struct ipc_addr addr;
+	struct quota *q;
+	struct mbox *m;
+	size_t slot;
+
+	if (ipc_addr_parse(name, &addr) < 0 ||
+	    addr.kind != IPC_ADDR_MAILBOX || addr.host[0] != '\0') {
+		*err = -EINVAL;
+		return NULL;
+	}
+	if ((q = quota_get(b, uid)) == NULL ||
+	    (m = calloc(1, sizeof(*m))) == NULL) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if ((m->name = strdup(name)) == NULL) {
+		free(m);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	m->name_len = strlen(name);
+	m->hash = mbox_hash(name, m->name_len);
+	memcpy(m->uuid, uuid, sizeof(m->uuid));
+	m->capacity = capacity;
+	m->max_bytes = max_bytes;
+	m->mode = mode & 0777;
+	m->uid = uid;
+	m->gid = gid;
+	m->created_ns = created_ns;
+	durable_link(b, m);
+	q->mailboxes++;
+	slot = m->hash & (b->tab_size - 1);
+	m->hnext = b->tab[slot];
+	b->tab[slot] = m;
+	if (++b->nmbox > b->tab_size)
+		mbox_table_grow(b);
+	return m;
+}
+
+void
+mbox_discard(struct broker *b, struct mbox *m)
+{
+	struct mbox **pp = &b->tab[m->hash & (b->tab_size - 1)];
+	struct quota *q = quota_get(b, m->uid);
+
+	for (; *pp != NULL; pp = &(*pp)->hnext)
+		if (*pp == m) {
+			*pp = m->hnext;
+			break;
+		}
+	m->hnext = NULL;
+	if (m->durable > 0)
+		durable_mbox_gone(b, m);
+	m->durable = -1;
+	if (q != NULL && q->mailboxes > 0)
+		q->mailboxes--;
+	b->nmbox--;
+}
+
+void
+mbox_discard_free(struct mbox *m)
+{
+	mbox_free(m);
+}
+
+void
+mbox_restore_msg(struct mbox *m, struct msg *msg)
+{
+	/* Whether a receiver had it before the broker stopped is not
+	 * known: it may have. */
+	msg->flags |= MSG_REDELIVERED;
+	msg->home = NULL;
+	msgq_push(&m->q, msg);
 }

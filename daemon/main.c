@@ -50,6 +50,12 @@ main_usage(FILE *f)
 "      --handshake-timeout MS (default 5000)\n"
 "      --direct-wait MS       how long a message to pid:P waits for a\n"
 "                             living process to connect (default 1000)\n"
+"      --state-dir DIR        where durable mailboxes are kept (default:\n"
+"                             SOCKET.state beside a socket named by -s or\n"
+"                             $IPC_SOCKET, else /var/lib/ipcd for root,\n"
+"                             else $XDG_STATE_HOME/ipcd, else\n"
+"                             ~/.local/state/ipcd); made when a durable\n"
+"                             mailbox is first created\n"
 "\n"
 "Per user (uid), so that one cannot take the broker from the others;\n"
 "over quota a request gets EDQUOT, its other connections stay (0: none):\n"
@@ -128,6 +134,60 @@ main_socket_dir(const char *path)
 	if (strncmp(dir, "/tmp/ipcd-", 10) == 0 && st.st_uid != getuid()) {
 		fprintf(stderr, "ipcd: %s belongs to uid %u, not to us\n",
 		    dir, (unsigned)st.st_uid);
+		return -1;
+	}
+	return 0;
+}
+
+/* The state directory when --state-dir names none: beside a socket that
+ * was named (so that every broker, a test's private one say, has its
+ * own), else the user's. */
+static int
+main_state_dir(int named, const char *sock, char *out, size_t size)
+{
+	const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+	struct passwd *pw;
+	int n;
+
+	if (named)
+		n = snprintf(out, size, "%s.state", sock);
+	else if (geteuid() == 0)
+		n = snprintf(out, size, "/var/lib/ipcd");
+	else if (xdg != NULL && xdg[0] == '/')
+		n = snprintf(out, size, "%s/ipcd", xdg);
+	else if ((home != NULL && home[0] == '/') ||
+	    ((pw = getpwuid(geteuid())) != NULL && (home = pw->pw_dir) !=
+	    NULL && home[0] == '/'))
+		n = snprintf(out, size, "%s/.local/state/ipcd", home);
+	else {
+		fprintf(stderr, "ipcd: no state directory: set --state-dir, "
+		    "$XDG_STATE_HOME or $HOME\n");
+		return -1;
+	}
+	if (n < 0 || (size_t)n >= size) {
+		fprintf(stderr, "ipcd: state directory path too long\n");
+		return -1;
+	}
+	return 0;
+}
+
+/* A relative path made absolute (--daemon changes to /, and the state
+ * directory may be opened late). */
+static int
+main_absolute(char *path, size_t size)
+{
+	char cwd[PATH_MAX], *rel;
+	int n;
+
+	if (getcwd(cwd, sizeof(cwd)) == NULL || (rel = strdup(path)) == NULL) {
+		fprintf(stderr, "ipcd: state directory %s: %s\n", path,
+		    strerror(errno));
+		return -1;
+	}
+	n = snprintf(path, size, "%s/%s", cwd, rel);
+	free(rel);
+	if (n < 0 || (size_t)n >= size) {
+		fprintf(stderr, "ipcd: state directory path too long\n");
 		return -1;
 	}
 	return 0;
@@ -328,7 +388,7 @@ main(int argc, char **argv)
 	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT, O_PSK, O_CA,
 	    O_CERT, O_KEY, O_NAME, O_UIDMAP, O_RUID, O_RGID, O_HEARTBEAT,
 	    O_LINKQ, O_LINKQB, O_PERADDR, O_MAXCONNUID, O_MAXFDSUID,
-	    O_MAXHS };
+	    O_MAXHS, O_STATEDIR };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -349,6 +409,7 @@ main(int argc, char **argv)
 		    O_MAXCONNUID },
 		{ "max-fds-per-uid", required_argument, NULL, O_MAXFDSUID },
 		{ "direct-wait", required_argument, NULL, O_DIRECTWAIT },
+		{ "state-dir", required_argument, NULL, O_STATEDIR },
 		{ "tcp", required_argument, NULL, 't' },
 		{ "psk", required_argument, NULL, O_PSK },
 		{ "ca", required_argument, NULL, O_CA },
@@ -367,9 +428,9 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct broker b;
-	char path[PATH_MAX];
+	char path[PATH_MAX], state[PATH_MAX], why[PATH_MAX + 256];
 	const char *socket_opt = NULL, *pidfile = NULL, *tcp_opt = NULL;
-	const char *name_opt = NULL;
+	const char *name_opt = NULL, *state_opt = NULL, *env;
 	struct tls_conf tconf = { 0 };
 	char tcp_host[IPC_HOST_MAX + 1] = "", tls_why[256];
 	int tcp_port = 0;
@@ -516,6 +577,15 @@ main(int argc, char **argv)
 				return 2;
 			b.lim.max_handshakes = (uint32_t)v;
 			break;
+		case O_STATEDIR:
+			if (optarg[0] == '\0' ||
+			    strlen(optarg) >= sizeof(state)) {
+				fprintf(stderr, "ipcd: --state-dir: empty or "
+				    "too long\n");
+				return 2;
+			}
+			state_opt = optarg;
+			break;
 		case O_DIRECTWAIT:
 			if (main_number("--direct-wait", optarg, 0,
 			    3600000, &v) < 0)
@@ -576,6 +646,15 @@ main(int argc, char **argv)
 	} else if (main_socket_dir(path) < 0) {
 		return 1;
 	}
+	if (state_opt != NULL)
+		snprintf(state, sizeof(state), "%s", state_opt);
+	else if (main_state_dir(socket_opt != NULL || ((env =
+	    getenv("IPC_SOCKET")) != NULL && env[0] != '\0'), path, state,
+	    sizeof(state)) < 0)
+		return 1;
+	if (state[0] != '/' && main_absolute(state, sizeof(state)) < 0)
+		return 1;
+	b.state_dir = state;
 
 	/* Signals arrive through the loop, never in the middle of it. */
 	sigemptyset(&mask);
@@ -659,6 +738,15 @@ main(int argc, char **argv)
 	broker_fd_limit(&b);
 	if (broker_open(&b) < 0 || nonblockSocket(b.listen_fd, 1) < 0) {
 		log_error("start: %s", strerror(errno ? errno : ENOMEM));
+		unlink(path);
+		return 1;
+	}
+	/* Durable mailboxes of an earlier run come back before anyone
+	 * connects; a directory another broker holds is its, not ours. */
+	if ((rc = durable_start(&b, why, sizeof(why))) < 0) {
+		log_error("%s%s", why, rc == -EBUSY ? " (another broker "
+		    "keeps its durable mailboxes there; give this one "
+		    "another --state-dir)" : "");
 		unlink(path);
 		return 1;
 	}

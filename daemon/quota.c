@@ -52,9 +52,10 @@ quota_free_all(struct broker *b)
 	b->quotas = NULL;
 }
 
-struct msg *
-msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
-    const char *origin, int *err)
+/* msg_new(), and msg_recover() with check 0. */
+static struct msg *
+msg_make(struct broker *b, const struct ucred *from, size_t len, int fd,
+    const char *origin, int check, int *err)
 {
 	struct quota *q = quota_get(b, from->uid);
 	size_t olen = origin ? strlen(origin) + 1 : 0;
@@ -65,13 +66,13 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
 		*err = -ENOMEM;
 		return NULL;
 	}
-	if (b->lim.max_bytes_per_uid != 0 &&
+	if (check && b->lim.max_bytes_per_uid != 0 &&
 	    len > b->lim.max_bytes_per_uid - (q->bytes <
 	    b->lim.max_bytes_per_uid ? q->bytes : b->lim.max_bytes_per_uid)) {
 		*err = -EDQUOT;
 		return NULL;
 	}
-	if (fd >= 0 && b->lim.max_fds_per_uid != 0 &&
+	if (check && fd >= 0 && b->lim.max_fds_per_uid != 0 &&
 	    q->fds >= b->lim.max_fds_per_uid) {
 		*err = -EDQUOT;
 		return NULL;
@@ -101,6 +102,22 @@ msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
 	}
 	q->bytes += len;
 	return msg;
+}
+
+struct msg *
+msg_new(struct broker *b, const struct ucred *from, size_t len, int fd,
+    const char *origin, int *err)
+{
+	return msg_make(b, from, len, fd, origin, 1, err);
+}
+
+struct msg *
+msg_recover(struct broker *b, const struct ucred *from, size_t len,
+    const char *origin)
+{
+	int err;
+
+	return msg_make(b, from, len, -1, origin, 0, &err);
 }
 
 int
@@ -145,6 +162,8 @@ msg_free(struct msg *msg)
 {
 	if (msg == NULL)
 		return;
+	if (msg->jseg != 0)
+		durable_release(msg);
 	msg->quota->bytes -= msg->len;
 	if (msg->fd >= 0) {
 		close(msg->fd);

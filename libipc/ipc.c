@@ -1307,6 +1307,7 @@ ipc_mbox_attr_init(struct ipc_mbox_attr *attr)
 	attr->max_bytes = -1;
 	attr->mode = -1;
 	attr->exclusive = 0;
+	attr->durable = 0;
 }
 
 static void
@@ -1327,6 +1328,7 @@ ipc_fill_mbox_info(const struct wire_mbox_info *w, struct ipc_mbox_info *o)
 	o->msgs_in = w->msgs_in;
 	o->msgs_out = w->msgs_out;
 	o->created_ns = w->created_ns;
+	o->durable = (w->flags & WIRE_INFO_DURABLE) != 0;
 }
 
 /* A mailbox name as requests carry it: valid, local. */
@@ -1369,7 +1371,8 @@ ipc_mbox_create(struct ipc_conn *c, const char *name,
 	    (uint64_t)attr->max_bytes;
 	req.b.create.mode = attr->mode < 0 ? WIRE_DEFAULT32 :
 	    (uint32_t)attr->mode;
-	req.b.create.flags = attr->exclusive ? WIRE_CREATE_EXCL : 0;
+	req.b.create.flags = (attr->exclusive ? WIRE_CREATE_EXCL : 0) |
+	    (attr->durable ? WIRE_CREATE_DURABLE : 0);
 	req.b.create.name = wire_str(name);
 	if ((r = ipc_call(c, &req, &rep, NULL)) < 0)
 		return ipc_fail(r);

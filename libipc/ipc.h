@@ -132,6 +132,9 @@ struct ipc_mbox_attr {
 	int64_t max_bytes;	/* bytes queued; -1 = default */
 	int mode;		/* permission bits; -1 = default 0600 */
 	int exclusive;		/* non-zero: EEXIST if it exists already */
+	int durable;		/* non-zero: it and its messages outlive the
+				 * broker (a journal on disk); ignored when
+				 * the mailbox exists already */
 };
 
 void ipc_mbox_attr_init(struct ipc_mbox_attr *attr);
@@ -151,13 +154,19 @@ struct ipc_mbox_info {
 	uint64_t msgs_in;		/* accepted since creation */
 	uint64_t msgs_out;		/* delivered since creation */
 	uint64_t created_ns;		/* CLOCK_REALTIME, nanoseconds */
+	int durable;			/* non-zero: a durable mailbox */
 };
 
 /*
  * ipc_mbox_create - create mailbox name (attr NULL for the defaults), or
- * open it if it exists and attr->exclusive is 0.  info_out may be NULL.
- * Returns 0, or -1 with EINVAL (bad name or attribute), EEXIST, ENOSPC
- * (the broker's mailbox limit), ECONNRESET (broker gone).
+ * open it if it exists and attr->exclusive is 0 (its attributes, durable
+ * included, are then not changed).  info_out may be NULL.  A durable
+ * mailbox is created once it is on disk.  Returns 0, or -1 with EINVAL
+ * (bad name or attribute; durable with capacity 0), EEXIST, ENOSPC (the
+ * broker's mailbox limit), EDQUOT, ENOTSUP (durable, and the broker
+ * keeps no state), EBUSY (durable, and another broker holds the state
+ * directory), EIO or ENOSPC (durable: the disk failed), ECONNRESET
+ * (broker gone).
  */
 int ipc_mbox_create(struct ipc_conn *c, const char *name,
     const struct ipc_mbox_attr *attr, struct ipc_mbox_info *info_out);
@@ -202,19 +211,22 @@ struct ipc_msg_info {
 };
 
 /* Delivered before to a receiver that went away before its library had
- * handed it over: this receiver may be the first to see it, or not. */
+ * handed it over, or recovered from a durable mailbox after the broker
+ * restarted: this receiver may be the first to see it, or not. */
 #define IPC_MSG_REDELIVERED	0x1u
 
 /*
  * ipc_send - send len bytes to address to (a mailbox, or "pid:P" for
  * process P's direct queue), waiting while the queue is full.  Returns 0
  * once the broker has accepted the message into the destination queue
- * (for a rendezvous mailbox, once a receiver took it), or -1 with errno:
- * ENOENT (no such mailbox), ESRCH (no such process, or it did not
- * connect within the broker's --direct-wait), EACCES (the mailbox's
- * mode), EDQUOT (your queued-bytes quota), EINVAL (bad address),
- * EMSGSIZE (over the broker's limit), ENOTSUP (remote address, not
- * served yet), ECONNRESET (broker gone).
+ * (for a rendezvous mailbox, once a receiver took it; for a durable
+ * mailbox, once the message is on disk), or -1 with errno: ENOENT (no
+ * such mailbox), ESRCH (no such process, or it did not connect within
+ * the broker's --direct-wait), EACCES (the mailbox's mode), EDQUOT (your
+ * queued-bytes quota), EINVAL (bad address), EMSGSIZE (over the broker's
+ * limit), ENOTSUP (remote address, not served yet), ENOSPC, EIO or
+ * EROFS (durable mailbox: the message could not be written to disk and
+ * was not sent), ECONNRESET (broker gone).
  */
 int ipc_send(struct ipc_conn *c, const char *to, const void *buf,
     size_t len);

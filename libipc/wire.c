@@ -473,6 +473,8 @@ static const struct {
 	{ ENOTSUP, WIRE_E_NOTSUP },
 	{ ECONNRESET, WIRE_E_SHUTDOWN },
 	{ EBUSY, WIRE_E_BUSY },
+	{ EIO, WIRE_E_IO },
+	{ EROFS, WIRE_E_ROFS },
 };
 
 uint32_t

@@ -97,6 +97,12 @@ enum wire_link_state {
 
 /* MBOX_CREATE flags */
 #define WIRE_CREATE_EXCL	0x1u	/* EEXIST rather than open */
+#define WIRE_CREATE_DURABLE	0x2u	/* a durable mailbox: it and its
+					 * messages outlive the broker;
+					 * ignored when opening one that
+					 * exists */
+/* MBOX_INFO flags */
+#define WIRE_INFO_DURABLE	0x1u	/* the mailbox is durable */
 /* SEND flags */
 #define WIRE_SEND_ASYNC		0x1u	/* no SENT; failures come as ERROR
 					 * or FAILED with this request's id;
@@ -130,7 +136,13 @@ enum wire_code {
 	WIRE_E_NOTSUP = 13,
 	WIRE_E_SHUTDOWN = 14,	/* the broker is stopping */
 	WIRE_E_BUSY = 15,
+	WIRE_E_IO = 16,		/* a durable mailbox's journal: a write
+				 * or sync failed */
+	WIRE_E_ROFS = 17,	/* the journal refuses writes after an
+				 * error it could not undo */
 };
+/* The highest code defined: 1..WIRE_E_MAX have no gap. */
+#define WIRE_E_MAX	WIRE_E_ROFS
 
 struct wire_bytes {
 	const uint8_t *p;
@@ -390,8 +402,8 @@ long wire_encode_len(const struct wire_frame *f, size_t len, uint8_t *out,
 /* The name of a frame type for logs ("SEND"), "?" when unknown. */
 const char *wire_type_name(uint16_t type);
 
-/* Error codes: errno to protocol (EIO for one without a code maps to
- * WIRE_E_PROTO), and back (unknown codes read as EPROTO). */
+/* Error codes: errno to protocol (an errno without a code, EPERM say,
+ * maps to WIRE_E_PROTO), and back (unknown codes read as EPROTO). */
 uint32_t wire_code(int err);
 int wire_errno(uint32_t code);
 

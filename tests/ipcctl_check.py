@@ -41,6 +41,7 @@ MAILBOX = {
     "max_bytes": int, "waiting_receivers": int, "waiting_senders": int,
     "uid": int, "gid": int, "owner": str, "group": str, "mode": str,
     "messages_in": int, "messages_out": int, "created_ns": int,
+    "durable": bool,
 }
 MESSAGE = {
     "id": int, "pid": int, "uid": int, "gid": int, "sender": str,

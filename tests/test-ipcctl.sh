@@ -413,7 +413,7 @@ test_ls_table_shows_mailbox() {
 	done
 	ctl 0 ls || return 1
 	eq header "$(header)" "NAME UUID DEPTH BYTES CAPACITY MAX_BYTES\
- RECEIVERS SENDERS OWNER GROUP MODE IN OUT" || { show; return 1; }
+ RECEIVERS SENDERS OWNER GROUP MODE IN OUT DURABLE" || { show; return 1; }
 	row=$(awk '$1 == "lt1" { print $3, $4, $5, $9, $11, $12, $13 }' "$out")
 	eq "lt1's DEPTH BYTES CAPACITY OWNER MODE IN OUT" "$row" \
 	    "3 11 5 $(id -un) 0640 3 0" || { show; return 1; }

@@ -2167,7 +2167,7 @@ static const struct {
 	{ EPROTO, WIRE_E_PROTO }, { ENOMEM, WIRE_E_NOMEM },
 	{ ENOSPC, WIRE_E_NOSPC }, { EDQUOT, WIRE_E_DQUOT },
 	{ ENOTSUP, WIRE_E_NOTSUP }, { ECONNRESET, WIRE_E_SHUTDOWN },
-	{ EBUSY, WIRE_E_BUSY },
+	{ EBUSY, WIRE_E_BUSY }, { EIO, WIRE_E_IO }, { EROFS, WIRE_E_ROFS },
 };
 #define N_CODES (sizeof(code_table) / sizeof(code_table[0]))
 
@@ -2193,9 +2193,9 @@ static void
 test_code_errno_round_trip_every_code(void **state)
 {
 	(void)state;
-	/* The codes are 1..15 with no gap. */
-	assert_int_equal(N_CODES, WIRE_E_BUSY);
-	for (uint32_t c = 1; c <= WIRE_E_BUSY; c++)
+	/* The codes are 1..WIRE_E_MAX with no gap. */
+	assert_int_equal(N_CODES, WIRE_E_MAX);
+	for (uint32_t c = 1; c <= WIRE_E_MAX; c++)
 		assert_int_equal(wire_code(wire_errno(c)), c);
 	for (size_t i = 0; i < N_CODES; i++)
 		assert_int_equal(wire_errno(wire_code(code_table[i].err)),
@@ -2205,7 +2205,7 @@ test_code_errno_round_trip_every_code(void **state)
 static void
 test_errno_of_unknown_code_is_eproto(void **state)
 {
-	static const uint32_t bad[] = { 0, WIRE_E_BUSY + 1, 0x100,
+	static const uint32_t bad[] = { 0, WIRE_E_MAX + 1, 0x100,
 	    UINT32_MAX };
 
 	(void)state;
@@ -2216,7 +2216,7 @@ test_errno_of_unknown_code_is_eproto(void **state)
 static void
 test_code_of_errno_without_code_is_proto(void **state)
 {
-	static const int other[] = { 0, EIO, EPERM, EBADF, EPIPE, -1 };
+	static const int other[] = { 0, EPERM, EBADF, EPIPE, -1 };
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(other) / sizeof(other[0]); i++)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -231,26 +232,44 @@ test_tmpdir(void)
 	return dir;
 }
 
-void
-test_rmtree(char *dir)
+/* Remove path and, when it is a directory (not a symlink to one: lstat),
+ * everything under it.  Bounded depth: the tests make few levels (a
+ * broker's state directory beside its socket). */
+static void
+test_rmpath(const char *path, int depth)
 {
+	struct stat st;
 	DIR *d;
 	struct dirent *e;
-	char path[PATH_MAX];
+	char sub[PATH_MAX];
 
-	if (dir == NULL)
+	if (lstat(path, &st) < 0)
 		return;
-	if ((d = opendir(dir)) != NULL) {
+	if (!S_ISDIR(st.st_mode)) {
+		unlink(path);
+		return;
+	}
+	if (depth < 16 && (d = opendir(path)) != NULL) {
 		while ((e = readdir(d)) != NULL) {
 			if (strcmp(e->d_name, ".") == 0 ||
 			    strcmp(e->d_name, "..") == 0)
 				continue;
-			snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
-			unlink(path);
+			if (snprintf(sub, sizeof(sub), "%s/%s", path,
+			    e->d_name) >= (int)sizeof(sub))
+				continue;
+			test_rmpath(sub, depth + 1);
 		}
 		closedir(d);
 	}
-	rmdir(dir);
+	rmdir(path);
+}
+
+void
+test_rmtree(char *dir)
+{
+	if (dir == NULL)
+		return;
+	test_rmpath(dir, 0);
 	free(dir);
 }
 

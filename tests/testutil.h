@@ -57,7 +57,8 @@ int test_wait_line(int fd, const char *prefix, char *buf, size_t size,
 const char *test_build_path(const char *rel);
 
 /* A fresh private directory (mkdtemp), and its removal with everything in
- * it (one level deep: the tests make no subdirectories). */
+ * it, subdirectories too (a broker's state directory beside its socket);
+ * symbolic links are removed, never followed. */
 char *test_tmpdir(void);
 void test_rmtree(char *dir);
 

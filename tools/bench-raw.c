@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <mqueue.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,6 +37,7 @@
 #include <sys/mman.h>
 #include <sys/msg.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -78,6 +80,8 @@ struct raw_shm {
 	char why[RAW_PARTIES][RAW_WHY];	/* a party's failure, or "" */
 	int verdict;			/* 1 + the party that found bad data */
 	uint64_t t0, t1;		/* the receiver: go, last message */
+	uint64_t done, syncs;		/* raw_fsync_thr: appends synced,
+					 * fdatasync calls */
 	uint64_t ns[];			/* rtt: one sample per round trip */
 };
 
@@ -128,6 +132,9 @@ struct raw_run {
 	char dir[64];			/* ZeroMQ: a temp dir to remove */
 	char endpoint[96];
 	void *zsock;			/* ZeroMQ: the party's own socket */
+	char path[PATH_MAX];		/* raw_fsync_thr: the file */
+	unsigned threads, max_ms;	/* raw_fsync_thr */
+	int full;
 };
 
 /* A byte stream: a socket, or a TLS session on one. */
@@ -1096,6 +1103,312 @@ raw_relay_thr(const struct bench_cfg *cfg, struct bench_thr *out, char *why,
 		goto out;
 	bench_thr_from(cfg->count, cfg->size, r.shm->t1 - r.shm->t0, out);
 	rc = 0;
+out:
+	raw_done(&r);
+	return rc;
+}
+
+/* --- the disk: fdatasync, alone and shared ------------------------------- */
+
+/*
+ * Group commit at its simplest: writers append a record each to a shared
+ * buffer and wait until it is synced; one syncer thread writes whatever
+ * was appended while its last fdatasync ran and syncs again.  Each
+ * writer has at most one record waiting, so the buffer holds one per
+ * writer.
+ */
+struct raw_gc {
+	struct raw_run *r;
+	int fd, err;
+	pthread_mutex_t mu;
+	pthread_cond_t more, synced_cv;
+	char *buf;
+	size_t len, size;
+	uint64_t appended, synced, syncs, done, per, deadline;
+	unsigned writers_left;
+	int full;		/* sync only once every writer appended */
+};
+
+struct raw_gc_writer {
+	struct raw_gc *g;
+	unsigned id;
+};
+
+static void *
+raw_gc_writer_main(void *arg)
+{
+	struct raw_gc_writer *w = arg;
+	struct raw_gc *g = w->g;
+
+	for (uint64_t k = 0; k < g->per; k++) {
+		uint64_t mine;
+
+		if (bench_now_ns() >= g->deadline)
+			break;
+		pthread_mutex_lock(&g->mu);
+		if (g->err != 0) {
+			pthread_mutex_unlock(&g->mu);
+			break;
+		}
+		bench_fill(g->buf + g->len, g->size, w->id * g->per + k);
+		g->len += g->size;
+		mine = ++g->appended;
+		pthread_cond_signal(&g->more);
+		while (g->synced < mine && g->err == 0)
+			pthread_cond_wait(&g->synced_cv, &g->mu);
+		if (g->err == 0)
+			g->done++;
+		pthread_mutex_unlock(&g->mu);
+	}
+	pthread_mutex_lock(&g->mu);
+	g->writers_left--;
+	pthread_cond_signal(&g->more);
+	pthread_mutex_unlock(&g->mu);
+	return NULL;
+}
+
+/* Write all of buf at the end of fd, then fdatasync.  0 or errno. */
+static int
+raw_append_sync(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? errno : EIO;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return fdatasync(fd) < 0 ? errno : 0;
+}
+
+static void *
+raw_gc_syncer_main(void *arg)
+{
+	struct raw_gc *g = arg;
+	char *batch = malloc(g->size * g->r->threads);
+
+	pthread_mutex_lock(&g->mu);
+	if (batch == NULL)
+		g->err = ENOMEM;
+	for (;;) {
+		uint64_t upto;
+		size_t len;
+		int e;
+
+		/* Full batches: the writers still writing all have a
+		 * record waiting (none is in a sync: the last one ended). */
+		while ((g->len == 0 || (g->full && g->appended - g->synced <
+		    g->writers_left)) && g->writers_left > 0 && g->err == 0)
+			pthread_cond_wait(&g->more, &g->mu);
+		if (g->len == 0 || g->err != 0)
+			break;
+		memcpy(batch, g->buf, g->len);
+		len = g->len;
+		upto = g->appended;
+		g->len = 0;
+		pthread_mutex_unlock(&g->mu);
+		e = raw_append_sync(g->fd, batch, len);
+		pthread_mutex_lock(&g->mu);
+		g->syncs++;
+		if (e != 0)
+			g->err = e;
+		else
+			g->synced = upto;
+		pthread_cond_broadcast(&g->synced_cv);
+	}
+	pthread_cond_broadcast(&g->synced_cv);
+	pthread_mutex_unlock(&g->mu);
+	free(batch);
+	return NULL;
+}
+
+/* threads writers and a syncer on fd, until each wrote count / threads
+ * records or the deadline.  0, or -1 with the party's why. */
+static int
+raw_group_commit(struct raw_run *r, int me, int fd, uint64_t deadline)
+{
+	struct raw_gc g;
+	struct raw_gc_writer *w = calloc(r->threads, sizeof(*w));
+	pthread_t *t = calloc(r->threads + 1, sizeof(*t));
+	unsigned started = 0;
+	int rc = -1;
+
+	memset(&g, 0, sizeof(g));
+	g.r = r;
+	g.fd = fd;
+	g.size = r->cfg->size;
+	g.per = r->cfg->count / r->threads;
+	g.deadline = deadline;
+	g.writers_left = r->threads;
+	g.full = r->full;
+	g.buf = malloc(g.size * r->threads);
+	pthread_mutex_init(&g.mu, NULL);
+	pthread_cond_init(&g.more, NULL);
+	pthread_cond_init(&g.synced_cv, NULL);
+	if (w == NULL || t == NULL || g.buf == NULL) {
+		raw_fail(r, me, "out of memory");
+		goto out;
+	}
+	if (pthread_create(&t[r->threads], NULL, raw_gc_syncer_main,
+	    &g) != 0) {
+		raw_fail(r, me, "pthread_create failed");
+		goto out;
+	}
+	for (; started < r->threads; started++) {
+		w[started] = (struct raw_gc_writer){ &g, started };
+		if (pthread_create(&t[started], NULL, raw_gc_writer_main,
+		    &w[started]) != 0)
+			break;
+	}
+	if (started < r->threads) {
+		/* The ones that never started will not count down. */
+		pthread_mutex_lock(&g.mu);
+		g.writers_left -= r->threads - started;
+		g.err = EAGAIN;
+		pthread_cond_broadcast(&g.synced_cv);
+		pthread_cond_signal(&g.more);
+		pthread_mutex_unlock(&g.mu);
+	}
+	for (unsigned i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	pthread_join(t[r->threads], NULL);
+	r->shm->done = g.done;
+	r->shm->syncs = g.syncs;
+	if (g.err != 0)
+		raw_fail(r, me, "after %llu records: %s",
+		    (unsigned long long)g.done, strerror(g.err));
+	else
+		rc = 0;
+out:
+	pthread_cond_destroy(&g.more);
+	pthread_cond_destroy(&g.synced_cv);
+	pthread_mutex_destroy(&g.mu);
+	free(g.buf);
+	free(w);
+	free(t);
+	return rc;
+}
+
+/* Every record of the file once: the sequence numbers of what was
+ * synced, in any order (threads interleave). */
+static int
+raw_fsync_verify(struct raw_run *r, int me)
+{
+	size_t size = r->cfg->size, n = (size_t)r->shm->done;
+	uint64_t count = r->cfg->count;
+	uint8_t *seen = calloc((size_t)count / 8 + 1, 1);
+	char *rec = malloc(size);
+	int fd = open(r->path, O_RDONLY | O_CLOEXEC), rc = -1;
+	struct stat st;
+
+	if (seen == NULL || rec == NULL || fd < 0 || fstat(fd, &st) < 0) {
+		raw_fail(r, me, "reading %s back: %s", r->path,
+		    strerror(errno));
+		goto out;
+	}
+	if ((uint64_t)st.st_size != (uint64_t)n * size) {
+		raw_verdict(r, me);
+		raw_fail(r, me, "%lld bytes on file for %zu records of %zu",
+		    (long long)st.st_size, n, size);
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		uint64_t seq;
+
+		if (read(fd, rec, size) != (ssize_t)size) {
+			raw_fail(r, me, "reading %s back: short", r->path);
+			goto out;
+		}
+		seq = bench_seq(rec);
+		if (seq >= count || (seen[seq / 8] & (1u << (seq % 8)))) {
+			raw_verdict(r, me);
+			raw_fail(r, me, "record %llu repeated or bogus",
+			    (unsigned long long)seq);
+			goto out;
+		}
+		seen[seq / 8] |= (uint8_t)(1u << (seq % 8));
+	}
+	rc = 0;
+out:
+	if (fd >= 0)
+		(void)close(fd);
+	free(seen);
+	free(rec);
+	return rc;
+}
+
+static int
+raw_fsync_party(struct raw_run *r, int me)
+{
+	size_t size = r->cfg->size;
+	char *buf = malloc(size);
+	uint64_t deadline, seq;
+	int fd, e, rc = -1;
+
+	fd = open(r->path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
+	    O_CLOEXEC, 0600);
+	if (fd < 0 || buf == NULL) {
+		raw_fail(r, me, "open %s: %s", r->path, strerror(errno));
+		goto out;
+	}
+	if (raw_go(r, me) < 0)
+		goto out;
+	r->shm->t0 = bench_now_ns();
+	deadline = r->shm->t0 + (uint64_t)r->max_ms * 1000000u;
+	if (r->threads > 1) {
+		if (raw_group_commit(r, me, fd, deadline) < 0)
+			goto out;
+	} else {
+		for (seq = 0; seq < r->cfg->count &&
+		    bench_now_ns() < deadline; seq++) {
+			bench_fill(buf, size, seq);
+			if ((e = raw_append_sync(fd, buf, size)) != 0) {
+				raw_fail(r, me, "after %llu records: %s",
+				    (unsigned long long)seq, strerror(e));
+				goto out;
+			}
+		}
+		r->shm->done = r->shm->syncs = seq;
+	}
+	r->shm->t1 = bench_now_ns();
+	rc = raw_fsync_verify(r, me);
+out:
+	if (fd >= 0)
+		(void)close(fd);
+	free(buf);
+	return rc;
+}
+
+int
+raw_fsync_thr(const struct bench_cfg *cfg, const char *dir, unsigned threads,
+    int full, unsigned max_ms, struct bench_thr *out, uint64_t *syncs_out,
+    char *why, size_t why_size)
+{
+	struct raw_run r;
+	int rc = -1;
+
+	if (raw_init(&r, cfg, 0, why, why_size) < 0)
+		goto out;
+	if (threads == 0 || cfg->count < threads) {
+		bench_why(why, why_size, "%u records for %u threads",
+		    cfg->count, threads);
+		goto out;
+	}
+	r.threads = threads;
+	r.full = full;
+	r.max_ms = max_ms;
+	snprintf(r.path, sizeof(r.path), "%s/raw-fsync.log", dir);
+	raw_party(&r, threads > 1 ? "writers" : "writer", raw_fsync_party, 0);
+	rc = raw_exec(&r, why, why_size);
+	(void)unlink(r.path);
+	if (rc < 0)
+		goto out;
+	bench_thr_from(r.shm->done, cfg->size, r.shm->t1 - r.shm->t0, out);
+	if (syncs_out != NULL)
+		*syncs_out = r.shm->syncs;
 out:
 	raw_done(&r);
 	return rc;

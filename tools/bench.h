@@ -25,6 +25,10 @@ struct bench_cfg {
 	 * and async sends in the round trip instead of blocking ones. */
 	unsigned prefetch;
 	int batch, async_rtt;
+	/* Throughput scenarios: every send blocking (ipc_send: returns
+	 * once the broker has it, on disk for a durable mailbox), and the
+	 * mailbox durable. */
+	int blocking, durable;
 };
 
 /* Latency of count round trips, in microseconds. */
@@ -112,6 +116,22 @@ int sysv_mq_thr(const struct bench_cfg *cfg, struct bench_thr *out,
  * over loopback TCP: what a link could carry at best. */
 int raw_tls_thr(const struct bench_cfg *cfg, const char *psk_file,
     struct bench_thr *out, char *why, size_t why_size);
+/*
+ * The disk under dir: records of cfg->size bytes appended to a file
+ * there, each acknowledged once fdatasync'ed, up to cfg->count records
+ * or max_ms, whichever comes first.  threads 1: one writer, one
+ * fdatasync per record (the raw fdatasync rate).  More: that many
+ * writers each waiting for its own record, and one thread syncing
+ * whatever they appended while its last fdatasync ran (group commit as
+ * a broker does it); with full, that thread waits until every writer
+ * has a record waiting (a bound no broker reaches: it cannot know how
+ * many senders are coming).  out is acknowledged records per second;
+ * *syncs_out (may be NULL) the fdatasync calls.  The file is read back
+ * and removed.
+ */
+int raw_fsync_thr(const struct bench_cfg *cfg, const char *dir,
+    unsigned threads, int full, unsigned max_ms, struct bench_thr *out,
+    uint64_t *syncs_out, char *why, size_t why_size);
 #ifdef HAVE_ZMQ
 int zmq_rtt(const struct bench_cfg *cfg, struct bench_lat *out,
     char *why, size_t why_size);

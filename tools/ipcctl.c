@@ -629,8 +629,9 @@ ctl_json_mbox(FILE *f, const struct ipc_mbox_info *m)
 	ctl_json_str(f, ctl_idname((unsigned)m->gid, 1, group,
 	    sizeof(group)), sizeof(group));
 	fprintf(f, ",\"mode\":\"%04" PRIo32 "\",\"messages_in\":%" PRIu64
-	    ",\"messages_out\":%" PRIu64 ",\"created_ns\":%" PRIu64 "}",
-	    m->mode & 07777, m->msgs_in, m->msgs_out, m->created_ns);
+	    ",\"messages_out\":%" PRIu64 ",\"created_ns\":%" PRIu64
+	    ",\"durable\":%s}", m->mode & 07777, m->msgs_in, m->msgs_out,
+	    m->created_ns, m->durable ? "true" : "false");
 }
 
 /* A message as a JSON object; the fields of recv and peek. */
@@ -779,6 +780,7 @@ enum {
 	CTL_O_MODE,
 	CTL_O_RENDEZVOUS,
 	CTL_O_EXCLUSIVE,
+	CTL_O_DURABLE,
 	CTL_O_NONBLOCK,
 	CTL_O_TIMEOUT,
 };
@@ -1003,10 +1005,10 @@ ctl_ls_text(const struct ctl_vec *boxes)
 {
 	static const char *const head[] = { "NAME", "UUID", "DEPTH",
 	    "BYTES", "CAPACITY", "MAX_BYTES", "RECEIVERS", "SENDERS", "OWNER",
-	    "GROUP", "MODE", "IN", "OUT" };
+	    "GROUP", "MODE", "IN", "OUT", "DURABLE" };
 	struct ctl_table t;
 
-	ctl_tab_init(&t, head, "llrrrrrrllrrr");
+	ctl_tab_init(&t, head, "llrrrrrrllrrrl");
 	for (size_t i = 0; i < boxes->n; i++) {
 		const struct ipc_mbox_info *m =
 		    (const struct ipc_mbox_info *)boxes->v + i;
@@ -1029,7 +1031,7 @@ ctl_ls_text(const struct ctl_vec *boxes)
 		    depth, bytes, cap, maxb, rw, sw,
 		    ctl_idname((unsigned)m->uid, 0, owner, sizeof(owner)),
 		    ctl_idname((unsigned)m->gid, 1, group, sizeof(group)),
-		    mode, in, out }) < 0) {
+		    mode, in, out, m->durable ? "yes" : "no" }) < 0) {
 			ctl_tab_free(&t);
 			return ctl_fail_err(ENOMEM, "ls", NULL);
 		}
@@ -1111,9 +1113,10 @@ ctl_print_mbox(const struct ctl *x, const struct ipc_mbox_info *m)
 	    ctl_idname((unsigned)m->gid, 1, group, sizeof(group)),
 	    m->mode & 07777);
 	printf("messages_in: %" PRIu64 "\nmessages_out: %" PRIu64
-	    "\ncreated_ns: %" PRIu64 "\ncreated: %s\n", m->msgs_in,
-	    m->msgs_out, m->created_ns,
-	    ctl_clock(when, sizeof(when), m->created_ns, 1));
+	    "\ncreated_ns: %" PRIu64 "\ncreated: %s\ndurable: %s\n",
+	    m->msgs_in, m->msgs_out, m->created_ns,
+	    ctl_clock(when, sizeof(when), m->created_ns, 1),
+	    m->durable ? "yes" : "no");
 }
 
 static int
@@ -1153,6 +1156,7 @@ ctl_create(struct ctl *x, int argc, char **argv)
 		{ "mode", required_argument, NULL, CTL_O_MODE },
 		{ "rendezvous", no_argument, NULL, CTL_O_RENDEZVOUS },
 		{ "exclusive", no_argument, NULL, CTL_O_EXCLUSIVE },
+		{ "durable", no_argument, NULL, CTL_O_DURABLE },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct ipc_mbox_attr attr;
@@ -1190,6 +1194,9 @@ ctl_create(struct ctl *x, int argc, char **argv)
 		case CTL_O_EXCLUSIVE:
 			attr.exclusive = 1;
 			break;
+		case CTL_O_DURABLE:
+			attr.durable = 1;
+			break;
 		default:
 			return ctl_opt_exit(opt);
 		}
@@ -1200,8 +1207,14 @@ ctl_create(struct ctl *x, int argc, char **argv)
 		if (attr.capacity > 0)
 			return ctl_usage_error(x, "--rendezvous is capacity "
 			    "0, not %" PRId64, attr.capacity);
+		if (attr.durable)
+			return ctl_usage_error(x, "a durable mailbox cannot "
+			    "be a rendezvous");
 		attr.capacity = 0;
 	}
+	if (attr.durable && attr.capacity == 0)
+		return ctl_usage_error(x, "a durable mailbox needs a "
+		    "capacity above 0");
 	name = argv[optind];
 	if (ctl_mailbox(x, name) < 0)
 		return CTL_USAGE;
@@ -2962,13 +2975,14 @@ ctl_help(struct ctl *x, int argc, char **argv)
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "ls", ctl_ls, "",
 "List every mailbox: NAME UUID DEPTH BYTES CAPACITY MAX_BYTES RECEIVERS\n"
-"SENDERS OWNER GROUP MODE IN OUT (RECEIVERS and SENDERS are waiting).\n"
+"SENDERS OWNER GROUP MODE IN OUT DURABLE (RECEIVERS and SENDERS are\n"
+"waiting; DURABLE yes or no).\n"
 "With --json: {\"mailboxes\":[{...}]}, fields as 'stat --json'.\n" },
 	{ "stat", ctl_stat, "NAME",
 "Show mailbox NAME as \"key: value\" lines, or with --json one object:\n"
 "name uuid depth bytes capacity max_bytes waiting_receivers\n"
 "waiting_senders uid gid owner group mode messages_in messages_out\n"
-"created_ns.\n" },
+"created_ns durable.\n" },
 	{ "create", ctl_create, "NAME [OPTIONS]",
 "Create mailbox NAME, or leave it as it is if it exists; prints nothing\n"
 "(with --json, the mailbox as 'stat --json').\n"
@@ -2976,7 +2990,10 @@ static const struct ctl_cmd ctl_cmds[] = {
 "      --max-bytes B   bytes it holds (default: the broker's)\n"
 "      --mode MODE     permissions, octal (default 0600)\n"
 "      --rendezvous    capacity 0: a send completes when received\n"
-"      --exclusive     fail (File exists) if it exists\n" },
+"      --exclusive     fail (File exists) if it exists\n"
+"      --durable       keep it and its messages on disk, across broker\n"
+"                      restarts; a send returns once its message is on\n"
+"                      disk\n" },
 	{ "rm", ctl_rm, "NAME",
 "Delete mailbox NAME and the messages in it.\n" },
 	{ "chmod", ctl_chmod, "NAME MODE",
