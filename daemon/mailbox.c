@@ -622,6 +622,27 @@ mbox_admit_senders(struct broker *b, struct mbox *m)
 	}
 }
 
+
+/* The first receiver waiting, ready and matching, that a new message
+ * goes to; those it is too big for are answered EMSGSIZE on the way. */
+static struct wait *
+mbox_ready_receiver(struct broker *b, struct mbox *m, const struct msg *msg)
+{
+	struct wait *w, *next;
+
+	for (w = m->receivers.head; w != NULL; w = next) {
+		next = w->next;
+		if (!wait_ready(w) || !mbox_matches(&w->from, msg))
+			continue;
+		if (msg->len > w->max_len) {
+			mbox_too_big(b, w->conn, w->req_id, msg->len);
+			wait_finish(b, w);
+			continue;
+		}
+		return w;
+	}
+	return NULL;
+}
 /* mbox_send() into a durable mailbox: nothing is handed to a receiver
  * before its record is on disk, so a message with room goes to the
  * journal (durable_send); one without waits as any. */
@@ -661,7 +682,7 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg, uint32_t timeout_ms)
 {
 	int unconnected = m->owner != NULL && m->owner->nconns == 0;
-	struct wait *w, *next;
+	struct wait *w;
 	int r;
 
 	/* It could never fit: say so rather than wait for ever.  (A
@@ -680,18 +701,10 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 	if (m->senders.head == NULL) {
 		/* A receiver waiting for what this is: hand it over (no
 		 * queued message matched it, or it would not wait). */
-		for (w = m->receivers.head; w != NULL; w = next) {
+		if ((w = mbox_ready_receiver(b, m, msg)) != NULL) {
 			struct conn *rc = w->conn;
 			uint64_t rid = w->req_id;
 
-			next = w->next;
-			if (!wait_ready(w) || !mbox_matches(&w->from, msg))
-				continue;
-			if (msg->len > w->max_len) {
-				mbox_too_big(b, rc, rid, msg->len);
-				wait_finish(b, w);
-				continue;
-			}
 			wait_took(b, m, w);
 			mbox_accepted(b, m, msg);
 			conn_reply_sent(c, req_id, msg);
@@ -738,23 +751,15 @@ mbox_send(struct broker *b, struct mbox *m, struct conn *c,
 void
 mbox_durable_accept(struct broker *b, struct mbox *m, struct msg *msg)
 {
-	struct wait *w, *next;
+	struct wait *w;
 
 	mbox_accepted(b, m, msg);
 	/* As a new message in mbox_send(): the first receiver ready for
 	 * it takes it (one waits only while nothing queued is for it). */
-	for (w = m->receivers.head; w != NULL; w = next) {
+	if ((w = mbox_ready_receiver(b, m, msg)) != NULL) {
 		struct conn *rc = w->conn;
 		uint64_t rid = w->req_id;
 
-		next = w->next;
-		if (!wait_ready(w) || !mbox_matches(&w->from, msg))
-			continue;
-		if (msg->len > w->max_len) {
-			mbox_too_big(b, rc, rid, msg->len);
-			wait_finish(b, w);
-			continue;
-		}
 		wait_took(b, m, w);
 		mbox_deliver(b, m, rc, rid, msg);
 		return;
