@@ -1127,7 +1127,7 @@ conn_flush_all(struct broker *b)
 		 * list). */
 		conn_process(c);
 		if (c->rd_eof && c->state != CONN_DEAD && c->nwaits == 0 &&
-		    c->out_off == c->out_len) {
+		    c->dwaits == 0 && c->out_off == c->out_len) {
 			conn_close(c);
 			continue;
 		}

@@ -258,6 +258,10 @@ durable_done(struct broker *b, struct dpend *d)
 		if (d->c != NULL)
 			conn_reply_sent(d->c, d->req_id, msg);
 		mbox_durable_accept(b, d->m, msg);
+		/* Its room may be free again (a receiver took it at once):
+		 * parked senders come in, or nothing else would let them. */
+		if (d->m->senders.head != NULL)
+			mbox_admit_senders(b, d->m);
 	} else if (d->c != NULL) {
 		if (d->info != NULL) {
 			f.type = WIRE_MBOX_INFO;

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,18 +37,30 @@ log_parse_level(const char *s)
 	return -1;
 }
 
+/* Where lines go: stderr itself, or our own non-blocking opening of the
+ * pipe behind it; a socket is written with MSG_DONTWAIT instead. */
+static int log_fd = 2, log_sock;
+
 void
 log_init(void)
 {
 	struct stat st;
-	int fl;
+	int fd;
 
 	/* A pipe or socket nobody reads would stop the whole broker on a
-	 * write: there, lines are dropped (and counted) instead.  A file
-	 * or terminal is left as it is. */
-	if (fstat(2, &st) == 0 && (S_ISFIFO(st.st_mode) ||
-	    S_ISSOCK(st.st_mode)) && (fl = fcntl(2, F_GETFL)) >= 0)
-		(void)fcntl(2, F_SETFL, fl | O_NONBLOCK);
+	 * write: there, lines are dropped (and counted) instead.  The
+	 * flags of stderr itself are left alone (whoever shares it, a
+	 * 2>&1 stdout say, must not start seeing EAGAIN): a pipe is
+	 * opened again through /proc, which gives our own open file and
+	 * our own O_NONBLOCK; a socket is sent to without waiting.  A file
+	 * or terminal is written as it is. */
+	if (fstat(2, &st) < 0)
+		return;
+	if (S_ISSOCK(st.st_mode))
+		log_sock = 1;
+	else if (S_ISFIFO(st.st_mode) && (fd = open("/proc/self/fd/2",
+	    O_WRONLY | O_NONBLOCK | O_CLOEXEC)) >= 0)
+		log_fd = fd;
 }
 
 static int64_t
@@ -67,7 +80,8 @@ log_write(const char *line, size_t len)
 	ssize_t n;
 
 	do
-		n = write(2, line, len);
+		n = log_sock ? send(2, line, len, MSG_DONTWAIT | MSG_NOSIGNAL) :
+		    write(log_fd, line, len);
 	while (n < 0 && errno == EINTR);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
 		log_state.dropped++;

@@ -11,8 +11,9 @@ extern enum log_level log_max;
 
 /* Parse "error", "warn", "info" or "debug"; -1 when it is none. */
 int log_parse_level(const char *s);
-/* At start: a pipe or socket on stderr is made non-blocking, so a log
- * reader that falls behind costs log lines, never the broker's time.
+/* At start: a pipe or socket on stderr is written without blocking (a
+ * pipe through our own opening of it, a socket with MSG_DONTWAIT), so a
+ * log reader that falls behind costs log lines, never the broker's time.
  * Lines above debug are also held to 100 a second (a burst of 200); what
  * is left out is counted and said. */
 void log_init(void);

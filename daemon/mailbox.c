@@ -151,9 +151,12 @@ mbox_create(struct broker *b, struct conn *c,
 	if (req->flags & WIRE_CREATE_DURABLE) {
 		int r;
 
-		/* A queue that holds nothing has nothing to keep. */
+		/* A queue that holds nothing has nothing to keep (and a
+		 * record saying so would not replay). */
 		if ((req->capacity == WIRE_DEFAULT32 ?
-		    b->lim.default_capacity : req->capacity) == 0)
+		    b->lim.default_capacity : req->capacity) == 0 ||
+		    (req->max_bytes == WIRE_DEFAULT64 ?
+		    b->lim.default_max_bytes : req->max_bytes) == 0)
 			return -EINVAL;
 		if ((r = durable_ready(b)) < 0)
 			return r;

@@ -1682,6 +1682,37 @@ test_second_broker_on_same_state_dir_is_refused(void **state)
 	broker_stop(&f->b);
 }
 
+/* A full durable mailbox whose message goes straight to a waiting
+ * receiver once synced has room again: a sender parked for that room
+ * comes in (it was left parked, and the mailbox stuck). */
+static void
+test_sender_parked_on_full_durable_mailbox_gets_in(void **state)
+{
+	struct fix *f = *state;
+	struct ipc_conn *s, *r;
+	char buf[16];
+	long long t0;
+
+	broker_start(&f->b, NULL);
+	s = fix_open(f);
+	r = fix_open(f);
+	box_create(s, "one", 1, 1, -1, -1);
+	/* The receiver waits in the broker before anything is sent. */
+	assert_int_equal(ipc_recv_arm(r, "one"), 0);
+	assert_int_equal(ipc_send_async(s, "one", "A", 2, NULL), 0);
+	/* B finds the room taken by A (pending its sync) and parks. */
+	t0 = test_now_ms();
+	assert_int_equal(ipc_send_timed(s, "one", "B", 2, 5000, NULL), 0);
+	print_message("B accepted after %lld ms\n", test_now_ms() - t0);
+	assert_int_equal(ipc_recv_timed(r, "one", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 2);
+	assert_string_equal(buf, "A");
+	assert_int_equal(ipc_recv_timed(r, "one", buf, sizeof(buf),
+	    TEST_WAIT_MS, NULL), 2);
+	assert_string_equal(buf, "B");
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -1700,6 +1731,7 @@ main(void)
 		T(test_restart_keeps_metadata_and_permissions),
 		T(test_nondurable_mailbox_not_recovered_stat_says_which),
 		T(test_second_broker_on_same_state_dir_is_refused),
+		T(test_sender_parked_on_full_durable_mailbox_gets_in),
 	};
 
 	test_init(600);
