@@ -16,6 +16,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
@@ -658,6 +661,14 @@ conn_close(struct conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	b->nconns--;
+#ifdef __GLIBC__
+	/* The last client gone: glibc keeps freed memory for reuse, and a
+	 * table grown meanwhile can pin the top of the heap; hand back the
+	 * free pages (those in the middle of the heap too), so that an
+	 * idle broker's RSS is what it holds, not its high-water mark. */
+	if (b->nconns == 0 && !b->stopping)
+		malloc_trim(0);
+#endif
 	/* Freed in conn_flush_all(), once no callback of this round can
 	 * still hold a pointer to it. */
 	c->next = b->dead;
