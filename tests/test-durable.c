@@ -244,14 +244,8 @@ fix_teardown(void **state)
 	for (int i = 0; i < f->nconns; i++)
 		ipc_close(f->conns[i]);
 	free(f->heap);
-	if (f->b.dir != NULL) {
-		/* test_rmtree goes one level deep: the state directory
-		 * first. */
-		char *sd = strdup(state_dir(f));
-
-		test_rmtree(sd);
-		test_rmtree(f->b.dir);
-	}
+	if (f->b.dir != NULL)
+		test_rmtree(f->b.dir);	/* the state directory with it */
 	free(f);
 	return 0;
 }
@@ -300,37 +294,6 @@ box_create(struct ipc_conn *c, const char *name, int durable,
 	if (ipc_mbox_create(c, name, &attr, NULL) < 0)
 		fail_msg("create %s%s: %s", durable ? "durable " : "", name,
 		    strerror(errno));
-}
-
-struct ctr {
-	const char *name;
-	uint64_t value;
-	int found;
-};
-
-static int
-ctr_cb(const char *name, uint64_t value, void *arg)
-{
-	struct ctr *k = arg;
-
-	if (strcmp(name, k->name) == 0) {
-		k->value = value;
-		k->found = 1;
-	}
-	return 0;
-}
-
-/* One of the broker's counters; fails the test when there is none. */
-static uint64_t
-counter(struct ipc_conn *c, const char *name)
-{
-	struct ctr k = { name, 0, 0 };
-
-	if (ipc_counters(c, ctr_cb, &k) < 0)
-		fail_msg("ipc_counters: %s", strerror(errno));
-	if (!k.found)
-		fail_msg("the broker has no counter %s", name);
-	return k.value;
 }
 
 /* --- kids ---------------------------------------------------------------- */
@@ -1017,8 +980,8 @@ pl_run(struct fix *f, const char *rule, int hang)
 	print_message("%u acknowledged before the power failed, %u "
 	    "recovered (%u unacknowledged sends made it), %u lost; %llu "
 	    "records replayed, %llu torn bytes cut\n", acked, total, extra,
-	    lost, (unsigned long long)counter(c, "journal_records_replayed"),
-	    (unsigned long long)counter(c, "journal_torn_bytes"));
+	    lost, (unsigned long long)broker_counter(c, "journal_records_replayed"),
+	    (unsigned long long)broker_counter(c, "journal_torn_bytes"));
 	free(got);
 	assert_int_equal(lost, 0);
 	/* Only a send in flight (one per sender) may have made it
@@ -1093,10 +1056,10 @@ errors_run(struct fix *f, const char *rule, int want)
 	assert_int_equal(ipc_mbox_stat(c, "err", &info), 0);
 	assert_int_equal(info.depth, ER_SENDS - 1);
 	assert_int_equal(ipc_send(c, "plain", "still here", 11), 0);
-	werr = counter(c, "journal_write_errors");
+	werr = broker_counter(c, "journal_write_errors");
 	print_message("journal_write_errors %llu, journal_syncs %llu\n",
 	    (unsigned long long)werr,
-	    (unsigned long long)counter(c, "journal_syncs"));
+	    (unsigned long long)broker_counter(c, "journal_syncs"));
 	assert_true(werr >= 1);
 	fix_close_conns(f);
 	broker_kill9(f);
@@ -1194,7 +1157,7 @@ test_full_disk_fails_every_durable_send_broker_stays_up(void **state)
 	assert_true(dmsg_ok(&m, sizeof(m)));
 	assert_int_equal(m.seq, 0);
 	acked[0] = 0;		/* consumed */
-	assert_true(counter(c, "journal_write_errors") >= 1);
+	assert_true(broker_counter(c, "journal_write_errors") >= 1);
 	fix_close_conns(f);
 	broker_kill9(f);
 
@@ -1361,11 +1324,11 @@ test_flipped_bit_and_torn_tail_skip_one_record_deliver_rest(void **state)
 	c = fix_open(f);
 	print_message("journal_damaged %llu, journal_torn_bytes %llu, "
 	    "journal_records_replayed %llu\n",
-	    (unsigned long long)counter(c, "journal_damaged"),
-	    (unsigned long long)counter(c, "journal_torn_bytes"),
-	    (unsigned long long)counter(c, "journal_records_replayed"));
-	assert_int_equal(counter(c, "journal_damaged"), 1);
-	assert_true(counter(c, "journal_torn_bytes") > 0);
+	    (unsigned long long)broker_counter(c, "journal_damaged"),
+	    (unsigned long long)broker_counter(c, "journal_torn_bytes"),
+	    (unsigned long long)broker_counter(c, "journal_records_replayed"));
+	assert_int_equal(broker_counter(c, "journal_damaged"), 1);
+	assert_true(broker_counter(c, "journal_torn_bytes") > 0);
 	if (warned[0] == '\0')
 		fail_msg("the damage was not logged as a warning");
 	want = DMG_COUNT - 1 - (tail_msg >= 0 && tail_msg != DMG_FLIP);
@@ -1594,14 +1557,14 @@ test_nondurable_mailbox_not_recovered_stat_says_which(void **state)
 	dmsg_make(&m, 1, 0);
 	assert_int_equal(ipc_send(c, "plain", &m, sizeof(m)), 0);
 	assert_int_equal(ipc_send(c, "kept", &m, sizeof(m)), 0);
-	assert_int_equal(counter(c, "durable_messages"), 1);
+	assert_int_equal(broker_counter(c, "durable_messages"), 1);
 	/* Deleted with a message in it: gone for good (its deletion is on
 	 * disk when the call returns). */
 	box_create(c, "deleted", 1, -1, -1, -1);
 	assert_int_equal(ipc_send(c, "deleted", &m, sizeof(m)), 0);
 	assert_int_equal(ipc_mbox_delete(c, "deleted"), 0);
-	assert_true(counter(c, "journal_syncs") >= 1);
-	assert_true(counter(c, "journal_disk_bytes") > 0);
+	assert_true(broker_counter(c, "journal_syncs") >= 1);
+	assert_true(broker_counter(c, "journal_disk_bytes") > 0);
 	fix_close_conns(f);
 	broker_kill9(f);
 
@@ -1616,10 +1579,10 @@ test_nondurable_mailbox_not_recovered_stat_says_which(void **state)
 	assert_int_equal(ipc_mbox_stat(c, "kept", &info), 0);
 	assert_int_equal(info.durable, 1);
 	assert_int_equal(info.depth, 1);
-	assert_int_equal(counter(c, "durable_messages"), 1);
-	assert_true(counter(c, "journal_records_replayed") >= 1);
+	assert_int_equal(broker_counter(c, "durable_messages"), 1);
+	assert_true(broker_counter(c, "journal_records_replayed") >= 1);
 	assert_int_equal(drain_recovered(c, "kept", 1, 1, got, 4), 1);
-	assert_int_equal(counter(c, "durable_messages"), 0);
+	assert_int_equal(broker_counter(c, "durable_messages"), 0);
 	/* A mailbox made durable-less again under the same name is not. */
 	box_create(c, "plain", 0, -1, -1, -1);
 	assert_int_equal(ipc_mbox_stat(c, "plain", &info), 0);

@@ -283,32 +283,6 @@ proc_nofile(pid_t pid, long *soft, long *hard)
 	return r;
 }
 
-/* The broker's counter name, or -1 when it has none. */
-struct counter_find {
-	const char *name;
-	long long value;
-};
-
-static int
-counter_cb(const char *name, uint64_t value, void *arg)
-{
-	struct counter_find *cf = arg;
-
-	if (strcmp(name, cf->name) == 0)
-		cf->value = (long long)value;
-	return 0;
-}
-
-static long long
-broker_counter(struct ipc_conn *c, const char *name)
-{
-	struct counter_find cf = { name, -1 };
-
-	if (ipc_counters(c, counter_cb, &cf) < 0)
-		fail_msg("ipc_counters: %s", strerror(errno));
-	return cf.value;
-}
-
 /* One message there and back through mailbox box on c, each way bounded.
  * Its time in *ms.  0, or -1 with errno. */
 static int

@@ -499,51 +499,6 @@ broker_fds(const struct fix *f)
 	return n;
 }
 
-struct counter_find {
-	const char *name;
-	uint64_t value;
-	int found;
-};
-
-static int
-counter_cb(const char *name, uint64_t value, void *arg)
-{
-	struct counter_find *cf = arg;
-
-	if (strcmp(name, cf->name) == 0) {
-		cf->value = value;
-		cf->found = 1;
-	}
-	return 0;
-}
-
-/* The broker's counter name; 0 with *out, or -1 when it has none. */
-static int
-counter_try(struct ipc_conn *c, const char *name, uint64_t *out)
-{
-	struct counter_find cf = { name, 0, 0 };
-
-	if (ipc_counters(c, counter_cb, &cf) < 0)
-		return -2;
-	if (!cf.found)
-		return -1;
-	*out = cf.value;
-	return 0;
-}
-
-static uint64_t
-counter(struct ipc_conn *c, const char *name)
-{
-	uint64_t v = 0;
-	int r = counter_try(c, name, &v);
-
-	if (r == -2)
-		fail_msg("ipc_counters: %s", strerror(errno));
-	if (r == -1)
-		fail_msg("the broker has no counter %s", name);
-	return v;
-}
-
 /* Look (one round trip each) until the broker holds want descriptors. */
 static void
 broker_fds_wait(struct fix *f, struct ipc_conn *w, int want,
@@ -557,7 +512,7 @@ broker_fds_wait(struct fix *f, struct ipc_conn *w, int want,
 			return;
 		if (test_now_ms() > deadline)
 			break;
-		(void)counter(w, "connections");
+		(void)broker_counter(w, "connections");
 	}
 	fail_msg("%s: the broker holds %d descriptors, expected %d", what, n,
 	    want);
@@ -571,7 +526,7 @@ connections_wait(struct ipc_conn *w, uint64_t want, const char *what)
 	uint64_t n;
 
 	do
-		if ((n = counter(w, "connections")) == want)
+		if ((n = broker_counter(w, "connections")) == want)
 			return;
 	while (test_now_ms() < deadline);
 	fail_msg("%s: the broker has %llu connections, expected %llu", what,
@@ -1863,7 +1818,7 @@ test_garbage_storm_beside_a_million_messages(void **state)
 	s->prod = fix_open(f);
 	s->cons = fix_open(f);
 	s->cl = fix_alloc(f, STORM_CLIENTS * sizeof(*s->cl));
-	err0 = counter(g, "errors_protocol");
+	err0 = broker_counter(g, "errors_protocol");
 
 	t0 = now_us();
 	tc = fix_thread(f, storm_consume, s);
@@ -1913,7 +1868,7 @@ test_garbage_storm_beside_a_million_messages(void **state)
 	errno = 0;
 	assert_int_equal(ipc_send_failure(s->prod, &fl), -1);
 	assert_int_equal(errno, EAGAIN);
-	err1 = counter(g, "errors_protocol");
+	err1 = broker_counter(g, "errors_protocol");
 	print_message("figure: storm: errors_protocol +%llu\n",
 	    (unsigned long long)(err1 - err0));
 	assert_int_equal(err1 - err0, STORM_FRAMES);
@@ -2000,26 +1955,6 @@ hs_cb(const char *name, uint64_t value, void *arg)
 	return 0;
 }
 
-/* Does daemon/ipcd know --max-handshakes (its --help says)? */
-static int
-ipcd_has_option(const char *opt)
-{
-	char *argv[] = { strdup(test_build_path("daemon/ipcd")), "--help",
-	    NULL };
-	struct test_proc p;
-	char line[512];
-	int found = 0;
-
-	assert_non_null(argv[0]);
-	assert_int_equal(test_spawn(&p, argv), 0);
-	free(argv[0]);
-	while (test_read_line(p.out, line, sizeof(line), TEST_WAIT_MS) >= 0)
-		if (strstr(line, opt) != NULL)
-			found = 1;
-	test_stop(&p);
-	return found;
-}
-
 /*
  * 1,000 connections that each send half a HELLO and stop, as fast as
  * they connect, against ipcd --max-handshakes 64 --handshake-timeout
@@ -2048,10 +1983,6 @@ test_prehandshake_flood_bounded_legit_client_gets_in(void **state)
 	int tf, refused = 0, closed = 0, timedout = 0;
 	char first_refusal[128] = "";
 
-	if (!ipcd_has_option("--max-handshakes"))
-		fail_msg("daemon/ipcd has no --max-handshakes option yet "
-		    "(the lead's change): this test is written against its "
-		    "spec and fails until it lands");
 	/* The flood's connections, and ours. */
 	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	if (rl.rlim_cur < FLOOD_CONNS + 200) {
@@ -2694,9 +2625,9 @@ test_slow_consumer_backpressure_bounded_rss_nothing_lost(void **state)
 	    NULL) < 0);
 	assert_int_equal(errno, EAGAIN);
 	assert_int_equal(box_stat(g, "slow").waiting_receivers, 1);
-	in0 = counter(g, "messages_in");
-	full0 = counter(g, "errors_full");
-	tmo0 = counter(g, "errors_timeout");
+	in0 = broker_counter(g, "messages_in");
+	full0 = broker_counter(g, "errors_full");
+	tmo0 = broker_counter(g, "errors_timeout");
 	rss0 = peak = broker_rss(f);
 
 	memset(msg, 0x5a, sizeof(msg));
@@ -2793,9 +2724,9 @@ test_slow_consumer_backpressure_bounded_rss_nothing_lost(void **state)
 	assert_true(nref > 0);
 	/* Nothing accepted silently or refused twice: the broker counted
 	 * what the producer was not told was refused. */
-	assert_int_equal(counter(g, "messages_in") - in0, accepted);
-	assert_int_equal(counter(g, "errors_full") - full0, nref + 1);
-	assert_int_equal(counter(g, "errors_timeout") - tmo0, 1);
+	assert_int_equal(broker_counter(g, "messages_in") - in0, accepted);
+	assert_int_equal(broker_counter(g, "errors_full") - full0, nref + 1);
+	assert_int_equal(broker_counter(g, "errors_timeout") - tmo0, 1);
 
 	/* Now the receiver reads: every accepted message, in order. */
 	expect_seq = 0;
@@ -2940,7 +2871,7 @@ test_descriptors_too_many_and_cut_off_leave_nothing(void **state)
 	for (size_t i = 0; i < sizeof(counts) / sizeof(counts[0]); i++) {
 		long long t0;
 
-		err0 = counter(g, "errors_protocol");
+		err0 = broker_counter(g, "errors_protocol");
 		raw_open(f, r);
 		raw_hello(r);
 		broker_fds_wait(f, g, base + 1, "a raw connection");
@@ -2953,7 +2884,7 @@ test_descriptors_too_many_and_cut_off_leave_nothing(void **state)
 		    (now_us() - t0) / 1000.0);
 		fix_fd_close(f, r->fd);
 		broker_fds_wait(f, g, base, "closed");
-		assert_int_equal(counter(g, "errors_protocol") - err0, 1);
+		assert_int_equal(broker_counter(g, "errors_protocol") - err0, 1);
 		print_message("figure: descriptors: %d on one request: "
 		    "broker descriptors back to %d (baseline %d), "
 		    "errors_protocol +1\n", counts[i], broker_fds(f), base);

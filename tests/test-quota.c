@@ -403,16 +403,6 @@ test_mailbox_quota_is_per_user(void **state)
 
 #define FDS_QUOTA 4
 
-static int
-counter_of(const char *name, uint64_t value, void *arg)
-{
-	uint64_t *out = arg;
-
-	if (strcmp(name, "descriptors_held") == 0)
-		*out = value;
-	return 0;
-}
-
 /* FDS_QUOTA memfd messages accepted, one more refused with EDQUOT. */
 static int
 kid_memfds(int in, int out, void *arg)
@@ -447,7 +437,6 @@ test_descriptor_quota_is_per_user(void **state)
 	const char *opts[] = { "--max-fds-per-uid", "4", NULL };
 	struct ipc_mbox_attr attr;
 	struct ipc_conn *c;
-	uint64_t held = 0;
 	char buf[8192];
 	struct kid a, b;
 
@@ -461,17 +450,14 @@ test_descriptor_quota_is_per_user(void **state)
 	assert_int_equal(kid_wait(&a), 0);
 	b = kid_start(f, UID_B, kid_memfds, NULL);
 	assert_int_equal(kid_wait(&b), 0);
-	assert_int_equal(ipc_counters(c, counter_of, &held), 0);
-	assert_int_equal(held, 2 * FDS_QUOTA);
+	assert_int_equal(broker_counter(c, "descriptors_held"), 2 * FDS_QUOTA);
 	for (int i = 0; i < 2 * FDS_QUOTA; i++)
 		assert_int_equal(ipc_recv_timed(c, "fds", buf, sizeof(buf),
 		    TEST_WAIT_MS, NULL), (ssize_t)sizeof(buf));
 	/* Received and acknowledged: the broker holds none (the ack of
 	 * the last goes out with the next request). */
 	assert_int_equal(still_works(c), 0);
-	held = 1;
-	assert_int_equal(ipc_counters(c, counter_of, &held), 0);
-	assert_int_equal(held, 0);
+	assert_int_equal(broker_counter(c, "descriptors_held"), 0);
 	ipc_close(c);
 	broker_stop(&f->b);
 }

@@ -78,3 +78,47 @@ broker_open(const struct broker *b)
 		fail_msg("ipc_open %s: %s", b->where, strerror(errno));
 	return c;
 }
+
+struct counter_find {
+	const char *name;
+	uint64_t value;
+	int found;
+};
+
+static int
+counter_cb(const char *name, uint64_t value, void *arg)
+{
+	struct counter_find *cf = arg;
+
+	if (strcmp(name, cf->name) == 0) {
+		cf->value = value;
+		cf->found = 1;
+	}
+	return 0;
+}
+
+int
+broker_counter_try(struct ipc_conn *c, const char *name, uint64_t *out)
+{
+	struct counter_find cf = { name, 0, 0 };
+
+	if (ipc_counters(c, counter_cb, &cf) < 0)
+		return -1;
+	if (!cf.found)
+		return -2;
+	*out = cf.value;
+	return 0;
+}
+
+uint64_t
+broker_counter(struct ipc_conn *c, const char *name)
+{
+	uint64_t v = 0;
+	int r = broker_counter_try(c, name, &v);
+
+	if (r == -1)
+		fail_msg("ipc_counters: %s", strerror(errno));
+	if (r == -2)
+		fail_msg("the broker has no counter %s", name);
+	return v;
+}

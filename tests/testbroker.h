@@ -34,5 +34,11 @@ void broker_reap_killed(struct broker *b);
 
 /* A connection to it; fails the test when there is none. */
 struct ipc_conn *broker_open(const struct broker *b);
+/* The broker's counter name (ipcd(8), COUNTERS) read through c: 0 with
+ * *out, -1 when the request failed (errno), -2 when there is no such
+ * counter.  Asserts nothing: safe in threads and children. */
+int broker_counter_try(struct ipc_conn *c, const char *name, uint64_t *out);
+/* The same, failing the test on either error. */
+uint64_t broker_counter(struct ipc_conn *c, const char *name);
 
 #endif
