@@ -300,6 +300,7 @@ struct broker_counters {
 	/* durable mailboxes */
 	uint64_t journal_records, journal_damaged, journal_torn_bytes;
 	uint64_t journal_orphans, durable_recovered, durable_failed;
+	uint64_t journal_compactions, journal_copied;
 };
 
 /* Events for monitors: as ipc.h's enum ipc_event_kind. */
@@ -363,6 +364,7 @@ struct broker {
 	/* --- durable mailboxes (broker.c) --- */
 	const char *state_dir;		/* --state-dir; NULL: durable
 					 * mailboxes are refused */
+	uint64_t journal_segment_bytes;	/* 0: the journal's default */
 	struct journal *journal;	/* NULL until first needed */
 	struct loop_watch journal_watch;
 	int journal_dirty;		/* appended since the last sync */
@@ -379,6 +381,15 @@ struct broker {
 	struct mbox *durables;		/* the durable mailboxes */
 	uint32_t ndurables;
 	uint64_t durable_msgs;		/* durable messages held */
+	uint64_t durable_bytes;		/* their records' bytes */
+	/* Compaction (durable.c): live messages of the oldest segments
+	 * copied forward; their old segments are let go once the copies
+	 * are on disk. */
+	int journal_rolled;		/* a segment began since the last look */
+	uint64_t compact_seg;		/* segments before it are copied */
+	uint64_t *compact_held;		/* the old segment of each copy */
+	size_t compact_n, compact_cap;
+	uint64_t compact_pos;		/* the last copy; 0: none waits */
 };
 
 /* Wall-clock nanoseconds, for enqueue and creation times. */

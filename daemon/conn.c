@@ -2069,6 +2069,8 @@ conn_on_counters(struct conn *c, const struct wire_frame *f)
 		{ "journal_segments_deleted", js.segments_deleted },
 		{ "journal_disk_bytes", js.disk_bytes },
 		{ "journal_write_errors", js.write_errors },
+		{ "journal_compactions", b->n.journal_compactions },
+		{ "journal_copied", b->n.journal_copied },
 	};
 
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {

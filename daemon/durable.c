@@ -172,6 +172,7 @@ durable_checkpoint(void *arg)
 	struct broker *b = arg;
 	uint8_t h[12];
 
+	b->journal_rolled = 1;
 	wire_put32(h, b->ndurables);
 	wire_put64(h + 4, broker_wall_ns());
 	if (durable_append(b, REC_CKPT_BEGIN, h, 12, NULL, 0, NULL) == 0)
@@ -275,6 +276,227 @@ durable_done(struct broker *b, struct dpend *d)
 	dpend_free(d);
 }
 
+/* A message's record: its header (and origin) into h, which holds
+ * REC_MSG_LEN + LINK_NAME_MAX bytes; returns the header's length. */
+static size_t
+durable_msg_hdr(uint8_t *h, const struct mbox *m, const struct msg *msg)
+{
+	size_t olen = msg->origin != NULL ? strlen(msg->origin) : 0;
+
+	if (olen >= LINK_NAME_MAX)
+		olen = 0;		/* cannot be: link names are shorter */
+	memcpy(h, m->uuid, REC_UUID_LEN);
+	wire_put64(h + 16, msg->id);
+	wire_put64(h + 24, msg->enqueue_ns);
+	wire_put32(h + 32, msg->pid);
+	wire_put32(h + 36, msg->uid);
+	wire_put32(h + 40, msg->gid);
+	wire_put16(h + 44, (uint16_t)olen);
+	if (olen > 0)
+		memcpy(h + REC_MSG_LEN, msg->origin, olen);
+	return REC_MSG_LEN + olen;
+}
+
+/* What a message's record takes in the journal (its framing too): the
+ * live bytes that compaction weighs against the disk's. */
+static uint64_t
+durable_msg_bytes(const struct msg *msg)
+{
+	return 9 + REC_MSG_LEN + (msg->origin != NULL ?
+	    strlen(msg->origin) : 0) + (uint64_t)msg->len;
+}
+
+/* msg's record is in segment seg: it keeps the segment. */
+static void
+durable_hold(struct broker *b, struct msg *msg, uint64_t seg)
+{
+	journal_retain(b->journal, seg);
+	msg->jseg = seg;
+	b->durable_msgs++;
+	b->durable_bytes += durable_msg_bytes(msg);
+}
+
+/* --- compaction -------------------------------------------------------------
+ *
+ * Segments go oldest first, once nothing in them lives (journal.h says
+ * why only from the oldest), so one old message nobody takes would keep
+ * every later segment, and disk use would follow history.  So when a
+ * segment begins and the journal holds more than twice what lives in it
+ * plus two segments, the live messages of the oldest segments are
+ * appended again (the same ids, in the same mailboxes), as many
+ * segments as one segment's worth of copies empties; those segments
+ * are let go once the copies are synced.  A round writes at most a
+ * segment and runs only when at least half the disk is dead, so disk
+ * use stays within about twice the live bytes plus three segments, and
+ * the copying within what the senders wrote since.
+ */
+
+struct dcopy {
+	uint64_t seg, bytes;
+};
+
+static int
+dcopy_cmp(const void *a, const void *b)
+{
+	const struct dcopy *x = a, *y = b;
+
+	return x->seg < y->seg ? -1 : x->seg > y->seg;
+}
+
+/* Call fn for every live durable message (queued, or held by a
+ * receiver unacknowledged) with its mailbox; stops at fn's error. */
+static int
+durable_each_msg(struct broker *b, int (*fn)(struct broker *b,
+    struct mbox *m, struct msg *msg, void *arg), void *arg)
+{
+	int r = 0;
+
+	for (struct mbox *m = b->durables; m != NULL && r == 0; m = m->dnext)
+		for (struct msg *msg = m->q.head; msg != NULL && r == 0;
+		    msg = msg->next)
+			r = fn(b, m, msg, arg);
+	/* (A mailbox deleted since has no record to copy into: those
+	 * messages keep their segment until acknowledged.) */
+	for (struct conn *c = b->conns; c != NULL && r == 0; c = c->next)
+		for (struct msg *msg = c->unacked; msg != NULL && r == 0;
+		    msg = msg->next)
+			if (msg->jseg != 0 && msg->home != NULL &&
+			    msg->home->durable > 0)
+				r = fn(b, msg->home, msg, arg);
+	return r;
+}
+
+struct dcopy_list {
+	struct dcopy *v;
+	size_t n, cap;
+};
+
+static int
+durable_note(struct broker *b, struct mbox *m, struct msg *msg, void *arg)
+{
+	struct dcopy_list *l = arg;
+
+	(void)b;
+	(void)m;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? 2 * l->cap : 256;
+		struct dcopy *v = reallocarray(l->v, cap, sizeof(*v));
+
+		if (v == NULL)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = (struct dcopy){ msg->jseg, durable_msg_bytes(msg) };
+	return 0;
+}
+
+/* Copy msg of m forward if its record is in a segment before
+ * compact_seg. */
+static int
+durable_copy(struct broker *b, struct mbox *m, struct msg *msg, void *arg)
+{
+	uint8_t h[REC_MSG_LEN + LINK_NAME_MAX];
+	uint64_t to = 0;
+	journal_pos pos;
+	size_t hlen;
+
+	(void)arg;
+	if (msg->jseg == 0 || msg->jseg >= b->compact_seg)
+		return 0;
+	if (b->compact_n == b->compact_cap) {
+		size_t cap = b->compact_cap ? 2 * b->compact_cap : 256;
+		uint64_t *v = reallocarray(b->compact_held, cap, sizeof(*v));
+
+		if (v == NULL)
+			return -ENOMEM;
+		b->compact_held = v;
+		b->compact_cap = cap;
+	}
+	hlen = durable_msg_hdr(h, m, msg);
+	if ((pos = durable_append(b, REC_MSG, h, hlen, msg->data, msg->len,
+	    &to)) == 0)
+		return -errno;
+	/* The old segment's hold is kept aside and let go when the copy
+	 * is on disk; the message keeps the new one. */
+	b->compact_held[b->compact_n++] = msg->jseg;
+	journal_retain(b->journal, to);
+	msg->jseg = to;
+	b->n.journal_copied++;
+	b->compact_pos = pos;
+	return 0;
+}
+
+static void
+durable_compact(struct broker *b)
+{
+	struct dcopy_list l = { NULL, 0, 0 };
+	struct journal_stats st;
+	uint64_t bytes = 0, upto;
+	size_t i;
+	int r;
+
+	if (b->compact_pos != 0 || b->journal == NULL)
+		return;		/* one round at a time */
+	journal_get_stats(b->journal, &st);
+	if (st.segments_live < 3 || st.disk_bytes <= 2 * b->durable_bytes +
+	    2 * st.segment_bytes)
+		return;
+	/* Which segments: from the oldest on, while the copies fit in a
+	 * segment (the oldest's always go), all but the current one. */
+	if ((r = durable_each_msg(b, durable_note, &l)) < 0)
+		goto out;
+	qsort(l.v, l.n, sizeof(*l.v), dcopy_cmp);
+	upto = st.oldest_seg + 1;
+	for (i = 0; i < l.n && l.v[i].seg < st.newest_seg; i++) {
+		if (l.v[i].seg >= upto && bytes + l.v[i].bytes >
+		    st.segment_bytes)
+			break;
+		bytes += l.v[i].bytes;
+		upto = l.v[i].seg + 1;
+	}
+	if (i == l.n || l.v[i].seg >= st.newest_seg)
+		upto = st.newest_seg;	/* all of them fit */
+	b->compact_seg = upto;
+	b->compact_n = 0;
+	b->n.journal_compactions++;
+	r = durable_each_msg(b, durable_copy, NULL);
+	if (b->compact_n > 0)
+		log_debug("journal %s: %zu messages of segments before %llu "
+		    "copied forward", b->state_dir, b->compact_n,
+		    (unsigned long long)upto);
+out:
+	if (r < 0)
+		log_warn("journal %s: compaction stopped: %s", b->state_dir,
+		    strerror(-r));
+	free(l.v);
+}
+
+/* A sync covered up to synced (err: what is past it failed). */
+static void
+durable_compact_synced(struct broker *b, journal_pos synced, int err)
+{
+	if (b->compact_pos != 0 && synced >= b->compact_pos) {
+		for (size_t i = 0; i < b->compact_n; i++)
+			journal_release(b->journal, b->compact_held[i]);
+		b->compact_n = 0;
+		b->compact_pos = 0;
+	} else if (b->compact_pos != 0 && err != 0) {
+		/* Copies failed: the old segments keep the only records of
+		 * those messages, so they stay (until a restart reads them
+		 * again). */
+		log_warn("journal %s: compaction failed: segments before "
+		    "%llu stay until ipcd restarts", b->state_dir,
+		    (unsigned long long)b->compact_seg);
+		b->compact_n = 0;
+		b->compact_pos = 0;
+	}
+	if (err == 0 && b->journal_rolled) {
+		b->journal_rolled = 0;
+		durable_compact(b);
+	}
+}
+
 /* The journal's eventfd: a sync finished.  What it covered is done;
  * after a failure, everything past it failed. */
 static void
@@ -300,6 +522,7 @@ durable_on_sync(struct loop_watch *w, uint32_t events)
 			b->journal_expect++;
 		durable_done(b, d);
 	}
+	durable_compact_synced(b, synced, err);
 	if (err == 0)
 		return;
 	/* Taken off first: answering them can append (a sender that
@@ -413,6 +636,10 @@ durable_free_all(struct broker *b)
 		dpend_unlink(b, NULL, d);
 		dpend_free(d);
 	}
+	free(b->compact_held);
+	b->compact_held = NULL;
+	b->compact_n = b->compact_cap = 0;
+	b->compact_pos = 0;
 }
 
 int
@@ -509,10 +736,10 @@ durable_send(struct broker *b, struct mbox *m, struct conn *c,
     uint64_t req_id, struct msg *msg)
 {
 	uint8_t h[REC_MSG_LEN + LINK_NAME_MAX];
-	size_t olen = msg->origin != NULL ? strlen(msg->origin) : 0;
 	struct dpend *d;
 	journal_pos pos;
 	uint64_t seg = 0;
+	size_t hlen;
 	int err;
 
 	if ((d = calloc(1, sizeof(*d))) == NULL) {
@@ -520,19 +747,13 @@ durable_send(struct broker *b, struct mbox *m, struct conn *c,
 		msg_free(msg);
 		return;
 	}
-	if (olen >= LINK_NAME_MAX)
-		olen = 0;		/* cannot be: link names are shorter */
-	memcpy(h, m->uuid, REC_UUID_LEN);
-	wire_put64(h + 16, msg->id);
-	wire_put64(h + 24, msg->enqueue_ns);
-	wire_put32(h + 32, msg->pid);
-	wire_put32(h + 36, msg->uid);
-	wire_put32(h + 40, msg->gid);
-	wire_put16(h + 44, (uint16_t)olen);
-	if (olen > 0)
-		memcpy(h + REC_MSG_LEN, msg->origin, olen);
-	pos = durable_append(b, REC_MSG, h, REC_MSG_LEN + olen, msg->data,
-	    msg->len, &seg);
+	/* A new id, so that ids grow in the journal's order: replay puts
+	 * messages in id order, which keeps the order of their mailbox
+	 * when compaction has copied some forward.  (The sender learns
+	 * the id only from SENT, which comes after.) */
+	msg->id = ++b->next_msg_id;
+	hlen = durable_msg_hdr(h, m, msg);
+	pos = durable_append(b, REC_MSG, h, hlen, msg->data, msg->len, &seg);
 	if (pos == 0) {
 		/* Not accepted: said at once, as any refusal. */
 		err = durable_refused(b, errno, "cannot write the message");
@@ -541,9 +762,7 @@ durable_send(struct broker *b, struct mbox *m, struct conn *c,
 		free(d);
 		return;
 	}
-	journal_retain(b->journal, seg);
-	msg->jseg = seg;
-	b->durable_msgs++;
+	durable_hold(b, msg, seg);
 	b->journal_sends++;
 	m->pend_count++;
 	m->pend_bytes += msg->len;
@@ -581,6 +800,7 @@ durable_release(struct msg *msg)
 	struct broker *b = msg->b;
 
 	b->durable_msgs--;
+	b->durable_bytes -= durable_msg_bytes(msg);
 	if (b->journal != NULL)
 		journal_release(b->journal, msg->jseg);
 	msg->jseg = 0;
@@ -931,7 +1151,7 @@ rp_msg(struct replay *rp, const struct journal_rec *r)
 	struct ucred cred;
 	struct rp_box *x;
 	struct msg *msg;
-	size_t olen, plen;
+	size_t olen, plen, i;
 	uint64_t id;
 
 	if (r->len < REC_MSG_LEN || (olen = wire_get16(p + 44)) >
@@ -953,6 +1173,19 @@ rp_msg(struct replay *rp, const struct journal_rec *r)
 		rp->orphans++;
 		log_debug("journal %s: message %llu of an unknown mailbox",
 		    b->state_dir, (unsigned long long)id);
+		return 0;
+	}
+	if (rp->ids != NULL && rp->ids[i = rp_id_slot(rp, id)] != 0) {
+		struct rp_msg *e = &rp->msgs[rp->ids[i] - 1];
+
+		if (e->msg->home != x->m) {
+			rp_malformed(rp, r, "message record with another "
+			    "mailbox's id");
+			return 0;
+		}
+		/* A copy compaction made (durable_compact): the same
+		 * message, now kept by the newer segment. */
+		e->seg = r->seg;
 		return 0;
 	}
 	if (rp->nmsgs == rp->capmsgs) {
@@ -1082,9 +1315,21 @@ rp_record(void *arg, const struct journal_rec *r)
 	}
 }
 
-/* After replay: the messages left join their mailboxes in log order,
- * each keeping its segment; everything else replay held is freed.  ok
- * 0: replay failed, and all it made is undone. */
+static int
+rp_msg_cmp(const void *a, const void *b)
+{
+	const struct msg *x = ((const struct rp_msg *)a)->msg;
+	const struct msg *y = ((const struct rp_msg *)b)->msg;
+	uint64_t i = x != NULL ? x->id : 0, k = y != NULL ? y->id : 0;
+
+	return i < k ? -1 : i > k;
+}
+
+/* After replay: the messages left join their mailboxes in the order
+ * they were accepted (their ids: a copy made by compaction lies later
+ * in the log than the messages after it), each keeping its segment;
+ * everything else replay held is freed.  ok 0: replay failed, and all
+ * it made is undone. */
 static uint64_t
 rp_finish(struct replay *rp, int ok)
 {
@@ -1092,6 +1337,8 @@ rp_finish(struct replay *rp, int ok)
 	uint64_t n = 0;
 	struct mbox *m;
 
+	if (ok && rp->nmsgs > 1)
+		qsort(rp->msgs, rp->nmsgs, sizeof(*rp->msgs), rp_msg_cmp);
 	for (size_t i = 0; i < rp->nmsgs; i++) {
 		struct msg *msg = rp->msgs[i].msg;
 
@@ -1103,9 +1350,7 @@ rp_finish(struct replay *rp, int ok)
 			continue;
 		}
 		mbox_restore_msg(m, msg);
-		journal_retain(b->journal, rp->msgs[i].seg);
-		msg->jseg = rp->msgs[i].seg;
-		b->durable_msgs++;
+		durable_hold(b, msg, rp->msgs[i].seg);
 		n++;
 	}
 	while (!ok && (m = b->durables) != NULL) {
@@ -1152,13 +1397,14 @@ durable_mkdirs(const char *dir, char *why, size_t size)
 static int
 durable_open(struct broker *b, char *why, size_t size)
 {
+	struct journal_opts jo = { .segment_bytes = b->journal_segment_bytes };
 	struct replay rp = { .b = b };
 	struct journal_replay_stats st;
 	uint64_t next_id = b->next_msg_id, n;
 	struct journal *j;
 	int r;
 
-	if ((r = journal_open(b->state_dir, NULL, &j, why, size)) < 0)
+	if ((r = journal_open(b->state_dir, &jo, &j, why, size)) < 0)
 		return r;
 	b->journal = j;
 	r = journal_replay(j, rp_record, rp_on_damage, &rp, &st);
@@ -1211,6 +1457,7 @@ fail:
 	}
 	b->journal = NULL;
 	b->durable_msgs = 0;
+	b->durable_bytes = 0;
 	journal_close(j);
 	return r;
 }

@@ -1103,6 +1103,9 @@ journal_get_stats(const struct journal *j, struct journal_stats *st)
 	st->appended_records = j->appended_records;
 	st->appended_bytes = j->appended_bytes;
 	st->segments_live = j->nsegs;
+	st->oldest_seg = j->nsegs > 0 ? j->segs[0].no : 0;
+	st->newest_seg = j->nsegs > 0 ? j->segs[j->nsegs - 1].no : 0;
+	st->segment_bytes = j->segment_bytes;
 	pthread_mutex_lock(&mj->mu);
 	st->syncs = j->syncs;
 	st->sync_ns_total = j->sync_ns;

@@ -171,6 +171,8 @@ struct journal_stats {
 	 * fsyncs not counted). */
 	uint64_t syncs, sync_ns_total;
 	uint64_t segments_live;		/* not deleted or queued */
+	uint64_t oldest_seg, newest_seg;	/* of those (0: none) */
+	uint64_t segment_bytes;		/* the size a segment rolls at */
 	uint64_t segments_deleted;	/* files removed by reclaim */
 	uint64_t disk_bytes;		/* segment files now */
 	uint64_t write_errors;		/* failed batches and removals */

@@ -56,6 +56,9 @@ main_usage(FILE *f)
 "                             else $XDG_STATE_HOME/ipcd, else\n"
 "                             ~/.local/state/ipcd); made when a durable\n"
 "                             mailbox is first created\n"
+"      --journal-segment-size BYTES\n"
+"                             the journal's segments roll over past this\n"
+"                             (65536 to 1073741824; default 67108864)\n"
 "\n"
 "Per user (uid), so that one cannot take the broker from the others;\n"
 "over quota a request gets EDQUOT, its other connections stay (0: none):\n"
@@ -388,7 +391,7 @@ main(int argc, char **argv)
 	    O_MAXMBOXUID, O_MAXBYTESUID, O_HELLO, O_DIRECTWAIT, O_PSK, O_CA,
 	    O_CERT, O_KEY, O_NAME, O_UIDMAP, O_RUID, O_RGID, O_HEARTBEAT,
 	    O_LINKQ, O_LINKQB, O_PERADDR, O_MAXCONNUID, O_MAXFDSUID,
-	    O_MAXHS, O_STATEDIR };
+	    O_MAXHS, O_STATEDIR, O_SEGSIZE };
 	static const struct option opts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "daemon", no_argument, NULL, 'd' },
@@ -410,6 +413,8 @@ main(int argc, char **argv)
 		{ "max-fds-per-uid", required_argument, NULL, O_MAXFDSUID },
 		{ "direct-wait", required_argument, NULL, O_DIRECTWAIT },
 		{ "state-dir", required_argument, NULL, O_STATEDIR },
+		{ "journal-segment-size", required_argument, NULL,
+		    O_SEGSIZE },
 		{ "tcp", required_argument, NULL, 't' },
 		{ "psk", required_argument, NULL, O_PSK },
 		{ "ca", required_argument, NULL, O_CA },
@@ -585,6 +590,14 @@ main(int argc, char **argv)
 				return 2;
 			}
 			state_opt = optarg;
+			break;
+		case O_SEGSIZE:
+			/* Small segments are for tests: each begins with
+			 * every durable mailbox's record. */
+			if (main_number("--journal-segment-size", optarg,
+			    65536, 1u << 30, &v) < 0)
+				return 2;
+			b.journal_segment_bytes = v;
 			break;
 		case O_DIRECTWAIT:
 			if (main_number("--direct-wait", optarg, 0,

@@ -1676,6 +1676,115 @@ test_sender_parked_on_full_durable_mailbox_gets_in(void **state)
 	broker_stop(&f->b);
 }
 
+/* === compaction ========================================================== */
+
+#define CP_SEG		65536	/* --journal-segment-size: the smallest */
+#define CP_ROUNDS	60
+#define CP_CHURN	64	/* 1 KiB messages per round, sent and taken */
+
+/* The journal's segment files now: how many, and their bytes. */
+static void
+seg_files(const char *dir, uint32_t *n, uint64_t *bytes)
+{
+	char path[PATH_MAX + 300];
+	struct dirent *e;
+	struct stat st;
+	DIR *d = opendir(dir);
+
+	assert_non_null(d);
+	*n = 0;
+	*bytes = 0;
+	while ((e = readdir(d)) != NULL) {
+		if (strncmp(e->d_name, "seg-", 4) != 0)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		assert_int_equal(stat(path, &st), 0);
+		(*n)++;
+		*bytes += (uint64_t)st.st_size;
+	}
+	closedir(d);
+}
+
+/* One message nobody takes per round, beside a busy mailbox whose
+ * messages are all taken: without compaction the old messages would
+ * keep every segment (history: some 4 MiB here); with it the journal
+ * stays within twice what lives plus a few segments, and a restart
+ * brings back exactly the old messages, in order. */
+static void
+test_compaction_keeps_disk_to_queue_depth_not_history(void **state)
+{
+	static const char *const extra[] = { "--journal-segment-size",
+	    "65536", NULL };
+	static uint8_t got[CP_ROUNDS];
+	struct fix *f = *state;
+	struct ipc_conn *c;
+	struct dmsg m;
+	uint64_t disk, most = 0, bytes;
+	uint32_t nseg;
+	char *big = calloc(1, 1024), *buf = malloc(2048);
+	long long t0;
+
+	assert_non_null(big);
+	assert_non_null(buf);
+	broker_start(&f->b, extra);
+	c = fix_open(f);
+	box_create(c, "kept", 1, CP_ROUNDS, -1, -1);
+	box_create(c, "busy", 1, CP_CHURN, -1, -1);
+	for (uint32_t r = 0; r < CP_ROUNDS; r++) {
+		dmsg_make(&m, 1, r);
+		assert_int_equal(ipc_send(c, "kept", &m, sizeof(m)), 0);
+		for (int i = 0; i < CP_CHURN; i++) {
+			snprintf(big, 1024, "busy %u/%d", r, i);
+			assert_int_equal(ipc_send_async(c, "busy", big, 1024,
+			    NULL), 0);
+		}
+		for (int i = 0; i < CP_CHURN; i++)
+			assert_int_equal(ipc_recv_timed(c, "busy", buf, 2048,
+			    TEST_WAIT_MS, NULL), 1024);
+		disk = broker_counter(c, "journal_disk_bytes");
+		if (disk > most)
+			most = disk;
+	}
+	/* The last round's copies and removals happen after its syncs:
+	 * wait (bounded) for the journal to come down. */
+	t0 = test_now_ms();
+	while ((disk = broker_counter(c, "journal_disk_bytes")) >
+	    6 * CP_SEG && test_now_ms() - t0 < TEST_WAIT_MS)
+		usleep(10000);
+	seg_files(state_dir(f), &nseg, &bytes);
+	print_message("%u rounds of %d x 1 KiB taken beside %u kept: "
+	    "journal at most %llu bytes, at the end %llu in %u segment "
+	    "files; %llu compactions copied %llu messages; %llu segments "
+	    "deleted\n", CP_ROUNDS, CP_CHURN, CP_ROUNDS,
+	    (unsigned long long)most, (unsigned long long)bytes, nseg,
+	    (unsigned long long)broker_counter(c, "journal_compactions"),
+	    (unsigned long long)broker_counter(c, "journal_copied"),
+	    (unsigned long long)broker_counter(c, "journal_segments_deleted"));
+	assert_true(broker_counter(c, "journal_copied") >= 1);
+	assert_true(disk <= 6 * CP_SEG);
+	assert_true(bytes <= 6 * CP_SEG);
+	assert_true(nseg <= 7);
+	/* All along, not only at the end (history reached 60 segments). */
+	assert_true(most <= 12 * CP_SEG);
+	assert_int_equal(broker_counter(c, "durable_messages"), CP_ROUNDS);
+	fix_close_conns(f);
+	broker_kill9(f);
+
+	broker_start(&f->b, extra);
+	c = fix_open(f);
+	assert_int_equal(broker_counter(c, "durable_recovered"), CP_ROUNDS);
+	assert_int_equal(broker_counter(c, "journal_damaged"), 0);
+	memset(got, 0, sizeof(got));
+	assert_int_equal(drain_recovered(c, "kept", 1, 1, got, CP_ROUNDS),
+	    CP_ROUNDS);
+	errno = 0;
+	assert_int_equal(ipc_recv_timed(c, "busy", buf, 2048, 0, NULL), -1);
+	assert_int_equal(errno, EAGAIN);
+	free(big);
+	free(buf);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -1695,6 +1804,7 @@ main(void)
 		T(test_nondurable_mailbox_not_recovered_stat_says_which),
 		T(test_second_broker_on_same_state_dir_is_refused),
 		T(test_sender_parked_on_full_durable_mailbox_gets_in),
+		T(test_compaction_keeps_disk_to_queue_depth_not_history),
 	};
 
 	test_init(600);
