@@ -869,6 +869,7 @@ struct replay {
 					 * them) */
 	uint64_t max_id;
 	uint64_t malformed, orphans;
+	uint64_t too_big, biggest;	/* messages over --max-msg-size */
 	int unknown_said;
 	/* The checkpoint being read. */
 	int ck_on;
@@ -1349,6 +1350,14 @@ rp_finish(struct replay *rp, int ok)
 			msg_free(msg);	/* its mailbox was deleted */
 			continue;
 		}
+		if (msg->len > b->lim.max_payload) {
+			/* Accepted under a larger --max-msg-size: no client
+			 * could take it now.  Counted; the start is
+			 * refused (durable_open). */
+			rp->too_big++;
+			if (msg->len > rp->biggest)
+				rp->biggest = msg->len;
+		}
 		mbox_restore_msg(m, msg);
 		durable_hold(b, msg, rp->msgs[i].seg);
 		n++;
@@ -1412,6 +1421,18 @@ durable_open(struct broker *b, char *why, size_t size)
 	if (r < 0) {
 		durable_why(why, size, "replay of %s: %s", b->state_dir,
 		    strerror(-r));
+		goto fail;
+	}
+	if (rp.too_big > 0) {
+		/* Not dropped, not left to block its mailbox: the operator
+		 * decides (the journal is as it was, but for a torn tail). */
+		durable_why(why, size, "journal %s holds %llu message(s) larger "
+		    "than --max-msg-size %u (the largest %llu bytes): start "
+		    "ipcd with --max-msg-size %llu or more to deliver them",
+		    b->state_dir, (unsigned long long)rp.too_big,
+		    b->lim.max_payload, (unsigned long long)rp.biggest,
+		    (unsigned long long)rp.biggest);
+		r = -EFBIG;
 		goto fail;
 	}
 	b->next_msg_id = rp.max_id > next_id ? rp.max_id : next_id;

@@ -1785,6 +1785,69 @@ test_compaction_keeps_disk_to_queue_depth_not_history(void **state)
 	broker_stop(&f->b);
 }
 
+/* A message accepted under a larger --max-msg-size than the broker now
+ * has: the broker does not start (no client could take it, and it
+ * would block its mailbox), says what to do, and loses nothing. */
+static void
+test_recovered_message_over_max_msg_size_refuses_start(void **state)
+{
+	struct fix *f = *state;
+	char sock[PATH_MAX + 16], line[PATH_MAX + 512];
+	char sd[PATH_MAX + 8];
+	char *argv[8];
+	struct ipc_conn *c;
+	char *big = malloc(100000), *buf = malloc(100000);
+	int status, said = 0;
+
+	assert_non_null(big);
+	assert_non_null(buf);
+	memset(big, 'x', 100000);
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	box_create(c, "big", 1, -1, -1, -1);
+	assert_int_equal(ipc_send(c, "big", big, 100000), 0);
+	assert_int_equal(ipc_send(c, "big", "small", 6), 0);
+	fix_close_conns(f);
+	broker_kill9(f);
+
+	snprintf(sd, sizeof(sd), "%s", state_dir(f));
+	snprintf(sock, sizeof(sock), "%s/small.sock", f->b.dir);
+	argv[0] = strdup(test_build_path("daemon/ipcd"));
+	argv[1] = "--socket";
+	argv[2] = sock;
+	argv[3] = "--state-dir";
+	argv[4] = sd;
+	argv[5] = "--max-msg-size";
+	argv[6] = "65536";
+	argv[7] = NULL;
+	assert_non_null(argv[0]);
+	assert_int_equal(test_spawn(&f->extra, argv), 0);
+	free(argv[0]);
+	while (test_read_line(f->extra.err, line, sizeof(line),
+	    TEST_WAIT_MS) >= 0)
+		if (strstr(line, "--max-msg-size 100000 or more") != NULL) {
+			print_message("said: %s\n", line);
+			said = 1;
+		}
+	status = test_child_reap(f->extra.pid, TEST_WAIT_MS);
+	f->extra.pid = 0;
+	assert_true(said);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 1);
+
+	/* With the old limit both are there, in order. */
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	assert_int_equal(ipc_recv_timed(c, "big", buf, 100000, 0, NULL),
+	    100000);
+	assert_memory_equal(buf, big, 100000);
+	assert_int_equal(ipc_recv_timed(c, "big", buf, 100000, 0, NULL), 6);
+	assert_string_equal(buf, "small");
+	free(big);
+	free(buf);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -1805,6 +1868,7 @@ main(void)
 		T(test_second_broker_on_same_state_dir_is_refused),
 		T(test_sender_parked_on_full_durable_mailbox_gets_in),
 		T(test_compaction_keeps_disk_to_queue_depth_not_history),
+		T(test_recovered_message_over_max_msg_size_refuses_start),
 	};
 
 	test_init(600);
