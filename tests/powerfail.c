@@ -23,7 +23,10 @@
  *                          returns: it writes "powerfail: hang" on
  *                          stderr and waits to be killed, so a test can
  *                          kill the process with a batch written and not
- *                          synced
+ *                          synced; "unlink": the first one after a
+ *                          file was removed with unlinkat (the
+ *                          journal's way), so a test can kill the
+ *                          process between a removal and the next sync
  *
  * Power-loss mode: writes and ftruncate to such files do not reach the
  * kernel; they are kept in memory per descriptor, in order, and applied
@@ -110,6 +113,7 @@ static const char *suffix;
 static int hold;
 static struct pf_rule write_rule, sync_rule;
 static unsigned long writes, syncs, hang_at;
+static int hang_unlink;		/* 1: armed; 2: a file went, hang next */
 
 static int (*real_open)(const char *, int, ...);
 static int (*real_openat)(int, const char *, int, ...);
@@ -122,6 +126,7 @@ static off_t (*real_lseek)(int, off_t, int);
 static int (*real_ftruncate)(int, off_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
+static int (*real_unlinkat)(int, const char *, int);
 
 #define PF_SYM(var, name) \
 	(var = (__typeof__(var))dlsym(RTLD_NEXT, name))
@@ -140,6 +145,7 @@ pf_resolve(void)
 	PF_SYM(real_ftruncate, "ftruncate");
 	PF_SYM(real_fsync, "fsync");
 	PF_SYM(real_fdatasync, "fdatasync");
+	PF_SYM(real_unlinkat, "unlinkat");
 }
 
 #define PF_NEED(var) do { if ((var) == NULL) pf_resolve(); } while (0)
@@ -204,6 +210,7 @@ pf_init(void)
 	pf_rule_parse(&write_rule, getenv("POWERFAIL_WRITE_ERR"));
 	pf_rule_parse(&sync_rule, getenv("POWERFAIL_SYNC_ERR"));
 	hang_at = n != NULL ? strtoul(n, NULL, 10) : 0;
+	hang_unlink = n != NULL && strcmp(n, "unlink") == 0;
 }
 
 static void
@@ -640,7 +647,7 @@ pf_sync(int fd, int data)
 		return data ? real_fdatasync(fd) : real_fsync(fd);
 	}
 	n = ++syncs;
-	if (hang_at != 0 && n == hang_at) {
+	if ((hang_at != 0 && n == hang_at) || hang_unlink == 2) {
 		pthread_mutex_unlock(&mu);
 		if (real_write(2, msg, sizeof(msg) - 1) < 0) {
 			/* the test times out instead */
@@ -676,4 +683,18 @@ fdatasync(int fd)
 	if (!pf_is_tracked(fd))
 		return real_fdatasync(fd);
 	return pf_sync(fd, 1);
+}
+
+/* Only counted (POWERFAIL_SYNC_HANG=unlink): the removal happens. */
+int
+unlinkat(int dfd, const char *path, int flags)
+{
+	PF_NEED(real_unlinkat);
+	if (__atomic_load_n(&hang_unlink, __ATOMIC_RELAXED) == 1 &&
+	    dir_len > 0) {
+		pthread_mutex_lock(&mu);
+		hang_unlink = 2;
+		pthread_mutex_unlock(&mu);
+	}
+	return real_unlinkat(dfd, path, flags);
 }

@@ -769,10 +769,11 @@ shim_path(void)
 	return path;
 }
 
-/* Start the broker under the shim: power-loss mode on the journal's
- * files, and rule ("NAME=VALUE", may be NULL). */
+/* Start the broker (with extra arguments, may be NULL) under the shim:
+ * power-loss mode on the journal's files, and rule ("NAME=VALUE", may be
+ * NULL). */
 static void
-broker_start_shim(struct fix *f, const char *rule)
+broker_start_shim(struct fix *f, const char *rule, const char *const *extra)
 {
 	char line[PATH_MAX + 64], maps[64];
 	FILE *m;
@@ -791,7 +792,7 @@ broker_start_shim(struct fix *f, const char *rule)
 		snprintf(name, sizeof(name), "%.*s", (int)(eq - rule), rule);
 		assert_int_equal(setenv(name, eq + 1, 1), 0);
 	}
-	broker_start(&f->b, NULL);
+	broker_start(&f->b, extra);
 	shim_env_clear();
 	/* The shim is in the broker, or this test proves nothing. */
 	snprintf(maps, sizeof(maps), "/proc/%ld/maps", (long)f->b.proc.pid);
@@ -923,7 +924,7 @@ pl_run(struct fix *f, const char *rule, int hang)
 	assert_non_null(s);
 	assert_non_null(got);
 	f->heap = s;
-	broker_start_shim(f, rule);
+	broker_start_shim(f, rule, NULL);
 	c = fix_open(f);
 	box_create(c, "pl", 1, PL_SENDERS * PL_MAX, -1, -1);
 	pl_sh.acked = pl_sh.done = 0;
@@ -1027,7 +1028,7 @@ errors_run(struct fix *f, const char *rule, int want)
 	uint64_t werr;
 
 	NEEDS_SHIM();
-	broker_start_shim(f, rule);
+	broker_start_shim(f, rule, NULL);
 	c = fix_open(f);
 	box_create(c, "err", 1, -1, -1, -1);
 	box_create(c, "plain", 0, -1, -1, -1);
@@ -1116,7 +1117,7 @@ test_full_disk_fails_every_durable_send_broker_stays_up(void **state)
 	char buf[64];
 
 	NEEDS_SHIM();
-	broker_start_shim(f, "POWERFAIL_WRITE_ERR=5+:ENOSPC");
+	broker_start_shim(f, "POWERFAIL_WRITE_ERR=5+:ENOSPC", NULL);
 	c = fix_open(f);
 	box_create(c, "full", 1, -1, -1, -1);
 	box_create(c, "plain", 0, -1, -1, -1);
@@ -1709,80 +1710,186 @@ seg_files(const char *dir, uint32_t *n, uint64_t *bytes)
  * messages are all taken: without compaction the old messages would
  * keep every segment (history: some 4 MiB here); with it the journal
  * stays within twice what lives plus a few segments, and a restart
- * brings back exactly the old messages, in order. */
+ * brings back exactly the old messages, in order.  CP_POWER: the
+ * broker runs under the power-loss shim and is killed in the middle of
+ * a round (writes not synced are lost, removals of segments are not).
+ * CP_HANG: under the shim, the first sync after a segment was removed
+ * never returns, and the broker is killed then: had compaction let an
+ * old segment go before its copies were synced, the messages would be
+ * gone. */
+enum { CP_PLAIN, CP_POWER, CP_HANG };
+
 static void
-test_compaction_keeps_disk_to_queue_depth_not_history(void **state)
+cp_run(struct fix *f, int power)
 {
 	static const char *const extra[] = { "--journal-segment-size",
 	    "65536", NULL };
 	static uint8_t got[CP_ROUNDS];
-	struct fix *f = *state;
 	struct ipc_conn *c;
 	struct dmsg m;
-	uint64_t disk, most = 0, bytes;
-	uint32_t nseg;
+	uint64_t disk, most = 0, bytes, copied;
+	uint32_t nseg, rounds = CP_ROUNDS, cut = CP_CHURN, acked = 0;
 	char *big = calloc(1, 1024), *buf = malloc(2048);
 	long long t0;
 
 	assert_non_null(big);
 	assert_non_null(buf);
-	broker_start(&f->b, extra);
+	if (power == CP_HANG) {
+		broker_start_shim(f, "POWERFAIL_SYNC_HANG=unlink", extra);
+	} else if (power) {
+		unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
+
+		rounds = CP_ROUNDS / 2 + (uint32_t)(rand_r(&seed) %
+		    (CP_ROUNDS / 2 + 1));
+		cut = (uint32_t)(rand_r(&seed) % (CP_CHURN + 1));
+		print_message("seed %u: the power fails in round %u after %u "
+		    "of %d taken\n", seed, rounds, cut, CP_CHURN);
+		broker_start_shim(f, NULL, extra);
+	} else {
+		broker_start(&f->b, extra);
+	}
 	c = fix_open(f);
 	box_create(c, "kept", 1, CP_ROUNDS, -1, -1);
 	box_create(c, "busy", 1, CP_CHURN, -1, -1);
-	for (uint32_t r = 0; r < CP_ROUNDS; r++) {
+	for (uint32_t r = 0; r < rounds; r++) {
+		uint32_t take = power == CP_POWER && r + 1 == rounds ? cut :
+		    CP_CHURN;
+
 		dmsg_make(&m, 1, r);
-		assert_int_equal(ipc_send(c, "kept", &m, sizeof(m)), 0);
+		if (power == CP_HANG) {
+			/* Until the sync hangs: then this times out. */
+			if (ipc_send_timed(c, "kept", &m, sizeof(m), 1000,
+			    NULL) < 0) {
+				assert_int_equal(errno, ETIMEDOUT);
+				break;
+			}
+			acked = r + 1;
+		} else
+			assert_int_equal(ipc_send(c, "kept", &m, sizeof(m)),
+			    0);
 		for (int i = 0; i < CP_CHURN; i++) {
 			snprintf(big, 1024, "busy %u/%d", r, i);
 			assert_int_equal(ipc_send_async(c, "busy", big, 1024,
 			    NULL), 0);
 		}
-		for (int i = 0; i < CP_CHURN; i++)
-			assert_int_equal(ipc_recv_timed(c, "busy", buf, 2048,
-			    TEST_WAIT_MS, NULL), 1024);
+		for (uint32_t i = 0; i < take; i++) {
+			ssize_t n = ipc_recv_timed(c, "busy", buf, 2048,
+			    power == CP_HANG ? 1000 : TEST_WAIT_MS, NULL);
+
+			if (n < 0 && power == CP_HANG && errno == ETIMEDOUT)
+				break;
+			assert_int_equal(n, 1024);
+		}
 		disk = broker_counter(c, "journal_disk_bytes");
 		if (disk > most)
 			most = disk;
 	}
-	/* The last round's copies and removals happen after its syncs:
-	 * wait (bounded) for the journal to come down. */
-	t0 = test_now_ms();
-	while ((disk = broker_counter(c, "journal_disk_bytes")) >
-	    6 * CP_SEG && test_now_ms() - t0 < TEST_WAIT_MS)
-		usleep(10000);
-	seg_files(state_dir(f), &nseg, &bytes);
-	print_message("%u rounds of %d x 1 KiB taken beside %u kept: "
-	    "journal at most %llu bytes, at the end %llu in %u segment "
-	    "files; %llu compactions copied %llu messages; %llu segments "
-	    "deleted\n", CP_ROUNDS, CP_CHURN, CP_ROUNDS,
-	    (unsigned long long)most, (unsigned long long)bytes, nseg,
-	    (unsigned long long)broker_counter(c, "journal_compactions"),
-	    (unsigned long long)broker_counter(c, "journal_copied"),
-	    (unsigned long long)broker_counter(c, "journal_segments_deleted"));
-	assert_true(broker_counter(c, "journal_copied") >= 1);
-	assert_true(disk <= 6 * CP_SEG);
-	assert_true(bytes <= 6 * CP_SEG);
-	assert_true(nseg <= 7);
-	/* All along, not only at the end (history reached 60 segments). */
-	assert_true(most <= 12 * CP_SEG);
-	assert_int_equal(broker_counter(c, "durable_messages"), CP_ROUNDS);
+	if (power == CP_HANG) {
+		if (test_wait_line(f->b.proc.err, "powerfail: hang", NULL, 0,
+		    TEST_WAIT_MS) < 0)
+			fail_msg("no sync hung: no segment was removed");
+		print_message("a sync hung after a segment was removed; %u "
+		    "kept messages acknowledged\n", acked);
+		fix_close_conns(f);
+		broker_kill9(f);
+		broker_start(&f->b, extra);
+		c = fix_open(f);
+		memset(got, 0, sizeof(got));
+		/* Every acknowledged one; the one whose sync hung is not
+		 * on disk. */
+		assert_int_equal(drain_recovered(c, "kept", 1, 1, got,
+		    CP_ROUNDS), acked);
+		free(big);
+		free(buf);
+		broker_stop(&f->b);
+		return;
+	}
+	copied = broker_counter(c, "journal_copied");
+	if (!power) {
+		/* The last round's copies and removals happen after its
+		 * syncs: wait (bounded) for the journal to come down. */
+		t0 = test_now_ms();
+		while ((disk = broker_counter(c, "journal_disk_bytes")) >
+		    6 * CP_SEG && test_now_ms() - t0 < TEST_WAIT_MS)
+			usleep(10000);
+		seg_files(state_dir(f), &nseg, &bytes);
+		print_message("%u rounds of %d x 1 KiB taken beside %u kept: "
+		    "journal at most %llu bytes, at the end %llu in %u "
+		    "segment files; %llu compactions copied %llu messages; "
+		    "%llu segments deleted\n", rounds, CP_CHURN, rounds,
+		    (unsigned long long)most, (unsigned long long)bytes,
+		    nseg, (unsigned long long)broker_counter(c,
+		    "journal_compactions"), (unsigned long long)copied,
+		    (unsigned long long)broker_counter(c,
+		    "journal_segments_deleted"));
+		assert_true(disk <= 6 * CP_SEG);
+		assert_true(bytes <= 6 * CP_SEG);
+		assert_true(nseg <= 7);
+		/* All along, not only at the end (history: 60 segments). */
+		assert_true(most <= 12 * CP_SEG);
+	}
+	assert_true(copied >= 1);
+	assert_int_equal(broker_counter(c, "durable_messages"),
+	    rounds + CP_CHURN - (power ? cut : CP_CHURN));
 	fix_close_conns(f);
 	broker_kill9(f);
 
 	broker_start(&f->b, extra);
 	c = fix_open(f);
-	assert_int_equal(broker_counter(c, "durable_recovered"), CP_ROUNDS);
-	assert_int_equal(broker_counter(c, "journal_damaged"), 0);
 	memset(got, 0, sizeof(got));
 	assert_int_equal(drain_recovered(c, "kept", 1, 1, got, CP_ROUNDS),
-	    CP_ROUNDS);
-	errno = 0;
-	assert_int_equal(ipc_recv_timed(c, "busy", buf, 2048, 0, NULL), -1);
-	assert_int_equal(errno, EAGAIN);
+	    rounds);
+	assert_int_equal(broker_counter(c, "journal_damaged"), 0);
+	if (power)
+		print_message("%llu copies made before the power failed; "
+		    "all %u kept messages back, in order, once each\n",
+		    (unsigned long long)copied, rounds);
+	else {
+		struct ipc_msg_info info;
+		char want[32];
+		uint32_t again = 0;
+		ssize_t n;
+
+		/* Taken, all of them; the last round's acknowledgements
+		 * may have died with the broker before their sync (the
+		 * promise allows it): only those may come back, flagged.
+		 * The kept messages' blocking sends synced the others. */
+		snprintf(want, sizeof(want), "busy %u/", rounds - 1);
+		while ((n = ipc_recv_timed(c, "busy", buf, 2048, 0,
+		    &info)) == 1024) {
+			assert_true(info.flags & IPC_MSG_REDELIVERED);
+			assert_memory_equal(buf, want, strlen(want));
+			again++;
+		}
+		assert_int_equal(n, -1);
+		assert_int_equal(errno, EAGAIN);
+		print_message("%u of the last round's taken messages came "
+		    "back (their acknowledgements not yet synced)\n",
+		    again);
+	}
 	free(big);
 	free(buf);
 	broker_stop(&f->b);
+}
+
+static void
+test_compaction_keeps_disk_to_queue_depth_not_history(void **state)
+{
+	cp_run(*state, CP_PLAIN);
+}
+
+static void
+test_compaction_through_power_loss_loses_nothing(void **state)
+{
+	NEEDS_SHIM();
+	cp_run(*state, CP_POWER);
+}
+
+static void
+test_compaction_killed_after_a_removal_loses_nothing(void **state)
+{
+	NEEDS_SHIM();
+	cp_run(*state, CP_HANG);
 }
 
 /* A message accepted under a larger --max-msg-size than the broker now
@@ -1868,6 +1975,8 @@ main(void)
 		T(test_second_broker_on_same_state_dir_is_refused),
 		T(test_sender_parked_on_full_durable_mailbox_gets_in),
 		T(test_compaction_keeps_disk_to_queue_depth_not_history),
+		T(test_compaction_through_power_loss_loses_nothing),
+		T(test_compaction_killed_after_a_removal_loses_nothing),
 		T(test_recovered_message_over_max_msg_size_refuses_start),
 	};
 
