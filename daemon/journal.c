@@ -1117,6 +1117,14 @@ journal_get_stats(const struct journal *j, struct journal_stats *st)
 
 /* --- replay ------------------------------------------------------------- */
 
+/* For tests/test-journal.c, which declares them (not the API): bytes
+ * checksummed by replay (records checked, bytes scanned), candidates
+ * weighed by the search, and a lower cap on the open ones (0: none). */
+extern uint64_t jnl_test_crc_bytes, jnl_test_candidates;
+extern size_t jnl_test_cand_max;
+uint64_t jnl_test_crc_bytes, jnl_test_candidates;
+size_t jnl_test_cand_max;
+
 /* Bytes [base, base + len) of a segment file, read ahead. */
 struct jnl_reader {
 	int fd;
@@ -1207,6 +1215,7 @@ jnl_rec_check(struct jnl_reader *r, uint64_t off, uint64_t end,
 	}
 	if ((e = jnl_rd_get(r, off, JNL_REC_HDR + len, &p)) < 0)
 		return e;
+	jnl_test_crc_bytes += 1 + (uint64_t)len;
 	if (journal_crc32c(salt, p + 8, 1 + (size_t)len) != jnl_le32(p + 4)) {
 		*what = "checksum mismatch";
 		return 1;
@@ -1214,18 +1223,238 @@ jnl_rec_check(struct jnl_reader *r, uint64_t off, uint64_t end,
 	return 0;
 }
 
+/*
+ * The search for the next good record after damage.
+ *
+ * Trying every offset in turn and checksumming the record each one
+ * claims to hold costs the sum of the lengths claimed: quadratic in the
+ * bytes searched.  Bytes that only look like headers are enough for that
+ * (hostile ones, or just random ones: a random length fits in a 64 MiB
+ * segment once in 64 tries, and then claims half of it on average), so a
+ * torn 8 MiB message of random bytes at the end of the log cost some
+ * 10^10 bytes of CRC, and a message full of plausible headers far more.
+ *
+ * So the search reads the bytes once, in order, and checks every
+ * candidate without reading its body again.  CRC-32C is linear: with
+ * C(x) the register after the bytes from the search's start to x, fed
+ * from 0, the register of a record whose type byte is at a and whose
+ * body ends at e, fed from ~salt, is Z^n(~salt ^ C(a)) ^ C(e), where
+ * n = e - a and Z is what one zero byte does to the register.  When the
+ * scan passes a (the candidate's header is read there), it computes
+ * what C(e) must be for the record to check out, at the cost of a few
+ * table lookups per bit of n (jnl_zeros), and files the candidate by
+ * its end; when the scan reaches e, one comparison tells.  Work: each
+ * byte once, plus O(log) per candidate, whatever the bytes are.
+ *
+ * Candidates are settled by their end, not their start: the search
+ * stops at the good record that ends first, without waiting for the
+ * candidates still open, which began earlier but end later.  Each of
+ * those claims bytes of a record that checks out, so they cannot both
+ * be real, and bytes that were not written as a record of this segment
+ * pass only by chance (2^-32 per candidate, as before): where the
+ * bytes hold no such accident, both orders find the first real record.
+ * The caller checks the one found again, with the plain CRC, before
+ * using it, so a wrong answer here can only cost records, never
+ * deliver bytes that do not check out.
+ *
+ * Memory: the open candidates are a min-heap of at most JNL_CAND_MAX
+ * entries (16 bytes each).  Random bytes keep about M^2 / 2^34 open at
+ * once over M bytes (2^18 for 64 MiB); only hostile bytes or far larger
+ * segments fill it.  Then the half that ends last is dropped unchecked
+ * (the record that ends first, the one sought, is the least likely to
+ * go), and the search goes on; but if it then finds nothing, it cannot
+ * tell a torn tail from a good record among those dropped, so it says
+ * so (1), and the caller reports damage and cuts nothing.
+ */
+#define JNL_CAND_MAX	((size_t)1 << 20)
+/* Record lengths + 1 are below 2^31 (JOURNAL_BODY_MAX + 1). */
+#define JNL_ZPOW	31
+
+/* Z^(2^k) as eight tables of 16, one per nibble: Z is linear over GF(2),
+ * so the image of a register is the XOR of its nibbles' images.  16 KiB,
+ * filled on the first search (byte tables would take 124 KiB, and were
+ * no faster here: the search's time goes to the heap). */
+static uint32_t jnl_zpow[JNL_ZPOW][8][16];
+static pthread_once_t jnl_zpow_once = PTHREAD_ONCE_INIT;
+
+static uint32_t
+jnl_zapply(const uint32_t t[8][16], uint32_t v)
+{
+	return t[0][v & 0xf] ^ t[1][(v >> 4) & 0xf] ^
+	    t[2][(v >> 8) & 0xf] ^ t[3][(v >> 12) & 0xf] ^
+	    t[4][(v >> 16) & 0xf] ^ t[5][(v >> 20) & 0xf] ^
+	    t[6][(v >> 24) & 0xf] ^ t[7][v >> 28];
+}
+
+static void
+jnl_zpow_init(void)
+{
+	pthread_once(&jnl_crc_once, jnl_crc_init);
+	for (int j = 0; j < 8; j++)
+		for (uint32_t b = 0; b < 16; b++) {
+			uint32_t v = b << (4 * j);
+
+			jnl_zpow[0][j][b] = (v >> 8) ^ jnl_crc_tab[0][v & 0xff];
+		}
+	for (int k = 1; k < JNL_ZPOW; k++)
+		for (int j = 0; j < 8; j++)
+			for (uint32_t b = 0; b < 16; b++)
+				jnl_zpow[k][j][b] = jnl_zapply(jnl_zpow[k - 1],
+				    jnl_zapply(jnl_zpow[k - 1], b << (4 * j)));
+}
+
+/* Z^n(v): the register v after n zero bytes. */
+static uint32_t
+jnl_zeros(uint32_t v, uint32_t n)
+{
+	for (int k = 0; n != 0; k++, n >>= 1)
+		if (n & 1)
+			v = jnl_zapply(jnl_zpow[k], v);
+	return v;
+}
+
+/* A candidate record, open until the scan reaches its end. */
+struct jnl_cand {
+	uint64_t end;		/* file offset after it */
+	uint32_t span;		/* header and body: it starts at end - span */
+	uint32_t want;		/* the scan's register at end if it is good */
+};
+
+/* The open candidates: a min-heap by end, then start. */
+struct jnl_cands {
+	struct jnl_cand *v;
+	size_t n, cap;
+	int dropped;		/* some went unchecked in this search */
+	uint64_t rnd;		/* pivots for jnl_cand_keep */
+};
+
+static int
+jnl_cand_before(const struct jnl_cand *a, const struct jnl_cand *b)
+{
+	return a->end < b->end || (a->end == b->end && a->span > b->span);
+}
+
+static void
+jnl_cand_down(struct jnl_cand *v, size_t n, size_t i)
+{
+	struct jnl_cand c = v[i];
+
+	for (;;) {
+		size_t k = 2 * i + 1;
+
+		if (k >= n)
+			break;
+		if (k + 1 < n && jnl_cand_before(&v[k + 1], &v[k]))
+			k++;
+		if (!jnl_cand_before(&v[k], &c))
+			break;
+		v[i] = v[k];
+		i = k;
+	}
+	v[i] = c;
+}
+
+static void
+jnl_cand_swap(struct jnl_cand *a, struct jnl_cand *b)
+{
+	struct jnl_cand t = *a;
+
+	*a = *b;
+	*b = t;
+}
+
+/* Keep the k candidates that come first, drop the others.  A selection
+ * with random pivots (expected linear time, whatever order hostile bytes
+ * put the ends in), then the heap is rebuilt. */
+static void
+jnl_cand_keep(struct jnl_cands *h, size_t k)
+{
+	struct jnl_cand *v = h->v;
+	size_t lo = 0, hi = h->n;
+
+	while (hi - lo > 1) {
+		struct jnl_cand p;
+		size_t lt = lo, i = lo, gt = hi;
+
+		h->rnd ^= h->rnd << 13;
+		h->rnd ^= h->rnd >> 7;
+		h->rnd ^= h->rnd << 17;
+		p = v[lo + (size_t)(h->rnd % (hi - lo))];
+		/* [lo, lt) before p, [lt, gt) p, [gt, hi) after. */
+		while (i < gt) {
+			if (jnl_cand_before(&v[i], &p))
+				jnl_cand_swap(&v[lt++], &v[i++]);
+			else if (jnl_cand_before(&p, &v[i]))
+				jnl_cand_swap(&v[i], &v[--gt]);
+			else
+				i++;
+		}
+		if (k < lt)
+			hi = lt;
+		else if (k > gt)
+			lo = gt;
+		else
+			break;
+	}
+	h->n = k;
+	for (size_t i = k / 2; i-- > 0;)
+		jnl_cand_down(v, k, i);
+	h->dropped = 1;
+}
+
+static int
+jnl_cand_push(struct jnl_cands *h, const struct jnl_cand *c)
+{
+	size_t max = jnl_test_cand_max ? jnl_test_cand_max : JNL_CAND_MAX, i;
+
+	if (max < 2)
+		max = 2;
+	if (h->n >= max)
+		jnl_cand_keep(h, max / 2);
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 4096;
+		struct jnl_cand *v;
+
+		if (cap > max)
+			cap = max;
+		if ((v = realloc(h->v, cap * sizeof(*v))) == NULL)
+			return -ENOMEM;
+		h->v = v;
+		h->cap = cap;
+	}
+	/* Sift up. */
+	for (i = h->n++; i > 0 && jnl_cand_before(c, &h->v[(i - 1) / 2]);
+	    i = (i - 1) / 2)
+		h->v[i] = h->v[(i - 1) / 2];
+	h->v[i] = *c;
+	return 0;
+}
+
+static void
+jnl_cand_pop(struct jnl_cands *h)
+{
+	h->v[0] = h->v[--h->n];
+	jnl_cand_down(h->v, h->n, 0);
+}
+
 /* After a bad record at off: where the next good one starts, or end.
  * Its own length first (a flipped bit in the body keeps the length
- * right); failing that, every later offset in turn, since a damaged
- * length says nothing about where the record ended.  The salt keeps a
- * message that holds record-like bytes from passing.  0, or -errno. */
+ * right; this costs one record, at a place the journal wrote, which a
+ * message's bytes cannot choose); failing that, every later offset, as
+ * above, since a damaged length says nothing about where the record
+ * ended.  The salt keeps a message that holds record-like bytes from
+ * passing.  0; 1 when nothing was found but some candidates went
+ * unchecked (*next is end, but that is no proof of a torn tail); or
+ * -errno. */
 static int
-jnl_resync(struct jnl_reader *r, uint64_t off, uint64_t end, uint32_t salt,
-    uint32_t len, uint64_t *next)
+jnl_resync(struct jnl_reader *r, struct jnl_cands *h, uint64_t off,
+    uint64_t end, uint32_t salt, uint32_t len, uint64_t *next)
 {
+	const uint8_t *p;
 	const char *what;
-	uint32_t l;
-	int e;
+	uint32_t l, reg = 0;
+	uint64_t x = 0;
+	int e = 0;
 
 	if (len <= JOURNAL_BODY_MAX && len <= end - off - JNL_REC_HDR) {
 		uint64_t q = off + JNL_REC_HDR + len;
@@ -1236,13 +1465,48 @@ jnl_resync(struct jnl_reader *r, uint64_t off, uint64_t end, uint32_t salt,
 			return e;
 		}
 	}
-	for (uint64_t q = off + 1; end - q >= JNL_REC_HDR; q++)
-		if ((e = jnl_rec_check(r, q, end, salt, &l, &what)) <= 0) {
-			*next = q;
-			return e;
-		}
+	pthread_once(&jnl_zpow_once, jnl_zpow_init);
+	h->n = 0;
+	h->dropped = 0;
+	/* Seeded from the salt, which the bytes cannot know. */
+	h->rnd = (uint64_t)salt << 32 ^ UINT64_C(0x9e3779b97f4a7c15);
 	*next = end;
-	return 0;
+	/* At x, reg is C(x), from off + 1 + 8 (the first candidate's type
+	 * byte); the candidate read is the one whose type byte is at x. */
+	for (x = off + 1 + 8;; x++) {
+		while (h->n > 0 && h->v[0].end == x) {
+			struct jnl_cand c = h->v[0];
+
+			jnl_cand_pop(h);
+			if (c.want == reg) {
+				*next = x - c.span;
+				e = 0;
+				goto out;
+			}
+		}
+		if (x >= end)
+			break;
+		if ((e = jnl_rd_get(r, x - 8, JNL_REC_HDR, &p)) < 0)
+			goto out;
+		l = jnl_le32(p);
+		/* As jnl_rec_check: in bounds, type not 0. */
+		if (l <= JOURNAL_BODY_MAX && l <= end - x - 1 && p[8] != 0) {
+			struct jnl_cand c = { .end = x + 1 + l,
+			    .span = JNL_REC_HDR + l,
+			    .want = ~jnl_le32(p + 4) ^
+			    jnl_zeros(~salt ^ reg, l + 1) };
+
+			jnl_test_candidates++;
+			if ((e = jnl_cand_push(h, &c)) < 0)
+				goto out;
+		}
+		reg = (reg >> 8) ^ jnl_crc_tab[0][(reg ^ p[8]) & 0xff];
+	}
+	e = h->dropped;
+out:
+	if (x > off + 1 + 8)
+		jnl_test_crc_bytes += x - (off + 1 + 8);
+	return e;
 }
 
 /* A segment file in replay. */
@@ -1261,6 +1525,7 @@ struct jnl_replay {
 	void *arg;
 	struct journal_replay_stats *st;
 	struct jnl_reader rd;
+	struct jnl_cands cands;		/* jnl_resync's, kept between calls */
 };
 
 static void
@@ -1376,15 +1641,19 @@ jnl_replay_records(struct jnl_replay *rp, struct jnl_rseg *rs, int last,
 				return e < 0 ? e : -ECANCELED;
 			continue;
 		}
-		if ((e = jnl_resync(r, off, end, rs->salt, len, &next)) < 0)
+		if ((e = jnl_resync(r, &rp->cands, off, end, rs->salt, len,
+		    &next)) < 0)
 			return e;
-		if (next == end && last) {
+		if (e == 0 && next == end && last) {
 			/* Nothing good after it: a write cut short. */
 			rp->st->torn_bytes += rs->size - off;
 			*keep = off;
 			return 0;
 		}
-		jnl_damage(rp, rs->no, off, what);
+		/* When the search could not rule out a good record after it
+		 * (e == 1), the rest is damage, kept: it may hold records. */
+		jnl_damage(rp, rs->no, off, e == 0 ? what :
+		    "bad record, search cut short: rest of segment skipped");
 		off = next;
 	}
 	if (end < rs->size)
@@ -1512,6 +1781,7 @@ journal_replay(struct journal *j,
 	jnl_sweep(j);
 out:
 	free(rp.rd.buf);
+	free(rp.cands.v);
 	free(rs);
 	if (e < 0)
 		j->nsegs = 0;

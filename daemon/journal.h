@@ -91,16 +91,22 @@ struct journal_rec {
  * replay returns it).  A bad record that a good one follows is damage:
  * counted in damaged, reported through on_damage (may be NULL) with its
  * segment and file offset, and skipped (by its length when the record
- * there checks out, else by searching forward for the next good one).  So
- * is a segment whose header fails its check (offset 0), and bad bytes at
- * the end of any segment but the last.  Bad or short bytes at the very
- * end of the last segment are a torn tail: truncated away, counted in
+ * there checks out, else by searching forward for the next good one, in
+ * time linear in the bytes searched, whatever they hold).  So is a
+ * segment whose header fails its check (offset 0), and bad bytes at the
+ * end of any segment but the last.  Bad or short bytes at the very end
+ * of the last segment are a torn tail: truncated away, counted in
  * torn_bytes, not reported; so are bytes past where the next segment
  * begins (a write that failed, which the disk kept), and a last segment
- * whose header never reached the disk.  After replay the journal appends
- * to a new segment.  Call once, after journal_open and before any append
- * (appends fail with EINVAL until a replay succeeded).  0, or -errno (I/O
- * errors reading or truncating; EINVAL on a second call).
+ * whose header never reached the disk.  One exception: the search keeps
+ * at most 2^20 lookalike records open at once, and checks none that it
+ * had to drop (only bytes made to look like records fill that, or random
+ * ones far beyond 64 MiB); when it drops some and then finds nothing, the
+ * bad bytes at the end of the last segment may hide a good record, so
+ * they are damage, reported and kept, not cut.  After replay the journal
+ * appends to a new segment.  Call once, after journal_open and before
+ * any append (appends fail with EINVAL until a replay succeeded).  0, or
+ * -errno (I/O errors reading or truncating; EINVAL on a second call).
  */
 int journal_replay(struct journal *j,
     int (*cb)(void *arg, const struct journal_rec *r),

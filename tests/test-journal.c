@@ -36,6 +36,13 @@
 #include "journal.h"
 #include "testutil.h"
 
+/* Replay's counters and a knob, in daemon/journal.c for the tests (not in
+ * journal.h: not the API): bytes checksummed (records checked, bytes
+ * scanned by a search), candidates a search weighed, and a lower cap on
+ * the candidates a search keeps open (0: the journal's own). */
+extern uint64_t jnl_test_crc_bytes, jnl_test_candidates;
+extern size_t jnl_test_cand_max;
+
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
 #elif defined(__has_feature)
@@ -211,6 +218,7 @@ fix_setup(void **state)
 		free(f);
 		return -1;
 	}
+	jnl_test_cand_max = 0;	/* a failed test may have left it set */
 	*state = f;
 	return 0;
 }
@@ -1123,6 +1131,525 @@ test_replay_of_mangled_segments_delivers_only_true_records(void **state)
 		free(orig[i]);
 }
 
+/* --- the search after damage: work, and what it finds -------------------- */
+
+/* Hand-built segments, for a salt the test chooses: the outcome of a
+ * search through bytes that only look like records then does not hang on
+ * a random salt (each candidate passes by a 2^-32 chance). */
+struct hseg {
+	uint8_t *b;
+	size_t len, cap;
+	uint32_t salt;
+};
+
+static void
+hseg_raw(struct hseg *s, const void *p, size_t len)
+{
+	if (s->len + len > s->cap) {
+		s->cap = (s->len + len) * 2;
+		s->b = realloc(s->b, s->cap);
+		assert_non_null(s->b);
+	}
+	if (p != NULL)
+		memcpy(s->b + s->len, p, len);
+	else
+		memset(s->b + s->len, 0, len);
+	s->len += len;
+}
+
+static void
+hseg_init(struct hseg *s, uint64_t no, uint64_t first, uint32_t salt)
+{
+	uint8_t h[SEG_HDR];
+
+	memset(s, 0, sizeof(*s));
+	s->salt = salt;
+	seg_header(h, no, first, salt);
+	hseg_raw(s, h, sizeof(h));
+}
+
+/* Records from..to-1, as the tests write them. */
+static void
+hseg_ids(struct hseg *s, uint32_t from, uint32_t to)
+{
+	uint8_t rec[REC_HDR + REC_MAX];
+
+	for (uint32_t id = from; id < to; id++)
+		hseg_raw(s, rec, rec_encode(rec, id, s->salt));
+}
+
+/* A record of len bytes of body (made from seed) that checks out; its
+ * offset. */
+static size_t
+hseg_body(struct hseg *s, uint8_t type, uint32_t len, uint32_t seed)
+{
+	size_t at = s->len;
+	uint8_t *p;
+
+	hseg_raw(s, NULL, REC_HDR + (size_t)len);
+	p = s->b + at;
+	put32(p, len);
+	p[8] = type;
+	for (uint32_t i = 0; i < len; i++) {
+		seed = seed * 1103515245 + 12345;
+		p[REC_HDR + i] = (uint8_t)(seed >> 16);
+	}
+	put32(p + 4, journal_crc32c(s->salt, p + 8, 1 + (size_t)len));
+	return at;
+}
+
+/* The file of segment no in dir. */
+static char *
+hseg_path(const char *dir, uint64_t no)
+{
+	static char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/seg-%016" PRIx64 ".log", dir, no);
+	return path;
+}
+
+static char *
+hseg_write(const struct hseg *s, const char *dir, uint64_t no)
+{
+	char *path = hseg_path(dir, no);
+
+	file_write(path, s->b, s->len);
+	return path;
+}
+
+/*
+ * Bytes that look like record headers, one every 9 bytes from s->len on,
+ * for size bytes: each claims a length that is in bounds (up to lim, the
+ * file offset where the segment will end), a type that is not 0 and a
+ * CRC that is wrong for this salt, so each one costs the old search its
+ * claimed length.  They take turns: ending where these bytes end (where
+ * the next real record begins), ending at lim, and 1 MiB.
+ */
+static void
+hseg_hostile(struct hseg *s, size_t size, uint64_t lim)
+{
+	size_t at = s->len, stop = at + size;
+	uint8_t h[REC_HDR];
+
+	for (uint32_t i = 0; s->len + REC_HDR <= stop; i++) {
+		uint64_t o = s->len, to;
+
+		switch (i % 3) {
+		case 0:
+			to = stop;
+			break;
+		case 1:
+			to = lim;
+			break;
+		default:
+			to = o + REC_HDR + (1u << 20);
+			break;
+		}
+		put32(h, to > o + REC_HDR ? (uint32_t)(to - o - REC_HDR) : 0);
+		put32(h + 4, i * UINT32_C(0x9e3779b1));
+		h[8] = (uint8_t)(1 + i % 255);
+		hseg_raw(s, h, sizeof(h));
+	}
+	hseg_raw(s, NULL, stop - s->len);
+}
+
+#define HOSTILE_SALT	UINT32_C(0x5eed1234)
+/* What replay reports when its search could not check every candidate. */
+#define CUT_SHORT "bad record, search cut short: rest of segment skipped"
+
+/*
+ * A record whose length is damaged, and whose body is 4 MiB of plausible
+ * headers: the old search would checksum some 10^12 bytes (every header
+ * claims up to megabytes); this one reads each byte once.  The records
+ * after it are all found, also when the search may keep few candidates
+ * open (the record it looks for ends first, so it is kept).
+ */
+static void
+test_a_search_through_hostile_bytes_takes_linear_work(void **state)
+{
+	struct fix *f = *state;
+	enum { HOSTILE = 4 << 20 };
+	struct hseg s;
+	uint64_t lim;
+	size_t hoff;
+
+	/* Where the segment will end: needed for the headers' lengths. */
+	lim = SEG_HDR + REC_HDR + HOSTILE;
+	for (uint32_t id = 1; id <= 100; id++)
+		lim += rec_disk(id);
+
+	hseg_init(&s, 1, 0, HOSTILE_SALT);
+	hseg_ids(&s, 1, 51);
+	hoff = s.len;
+	hseg_raw(&s, NULL, REC_HDR);
+	hseg_hostile(&s, HOSTILE, lim);
+	/* Its header: a length over the limit, so no shortcut by it. */
+	put32(s.b + hoff, HOSTILE | UINT32_C(0x80000000));
+	put32(s.b + hoff + 4, 0x12345678);
+	s.b[hoff + 8] = 9;
+	hseg_ids(&s, 51, 101);
+	assert_int_equal(s.len, lim);
+	hseg_write(&s, f->dir, 1);
+	free(s.b);
+
+	for (int round = 0; round < 2; round++) {
+		/* Round 1: at most 64 candidates open at once. */
+		jnl_test_cand_max = round == 0 ? 0 : 64;
+		jnl_test_crc_bytes = jnl_test_candidates = 0;
+		fix_open(f, 0, 1);
+		jnl_test_cand_max = 0;
+		assert_int_equal(f->rst.damaged, 1);
+		assert_int_equal(f->seen.damage, 1);
+		assert_int_equal(f->seen.dmg_off, hoff);
+		assert_string_equal(f->seen.dmg_what, "length over the limit");
+		assert_int_equal(f->rst.torn_bytes, 0);
+		assert_ids_upto(f, 100);
+		/* Each byte once, and the records checked; a candidate at
+		 * no more than every byte. */
+		assert_true(jnl_test_crc_bytes < lim + lim / 8);
+		assert_true(jnl_test_candidates > HOSTILE / REC_HDR / 2);
+		assert_true(jnl_test_candidates < HOSTILE);
+		print_message("      round %d: %" PRIu64 " bytes checksummed, "
+		    "%" PRIu64 " candidates, segment %" PRIu64 "\n", round,
+		    jnl_test_crc_bytes, jnl_test_candidates, lim);
+		journal_close(f->j);
+		f->j = NULL;
+	}
+}
+
+/*
+ * The last segment ends in a torn record whose bytes hold more open
+ * candidates than the search may keep: when it finds nothing, it cannot
+ * tell a torn tail from a good record among those it dropped, so that is
+ * damage, reported, and nothing is cut.  With room for them all, the
+ * same bytes are a torn tail.
+ */
+static void
+test_a_search_cut_short_is_damage_not_a_torn_tail(void **state)
+{
+	struct fix *f = *state;
+	enum { TORN = 256 << 10 };
+	struct hseg s;
+	uint64_t lim;
+	size_t hoff;
+	char *path;
+
+	hseg_init(&s, 1, 0, HOSTILE_SALT);
+	hseg_ids(&s, 1, 51);
+	hoff = s.len;
+	lim = hoff + REC_HDR + TORN;
+	hseg_raw(&s, NULL, REC_HDR);
+	hseg_hostile(&s, TORN, lim);
+	/* Its header as written: 1 MiB, of which 256 KiB reached the disk. */
+	put32(s.b + hoff, 1u << 20);
+	put32(s.b + hoff + 4, 0x12345678);
+	s.b[hoff + 8] = 9;
+	assert_int_equal(s.len, lim);
+	path = hseg_write(&s, f->dir, 1);
+	free(s.b);
+
+	jnl_test_cand_max = 64;
+	jnl_test_candidates = 0;
+	fix_open(f, 0, 1);
+	jnl_test_cand_max = 0;
+	assert_true(jnl_test_candidates > 64);
+	assert_int_equal(f->rst.damaged, 1);
+	assert_int_equal(f->seen.damage, 1);
+	assert_int_equal(f->seen.dmg_off, hoff);
+	assert_string_equal(f->seen.dmg_what, CUT_SHORT);
+	assert_int_equal(f->rst.torn_bytes, 0);
+	assert_ids_upto(f, 50);
+	assert_int_equal(file_size(path), lim);
+	/* Still there, and still damage, at the next replay. */
+	jnl_test_cand_max = 64;
+	fix_open(f, 0, 1);
+	jnl_test_cand_max = 0;
+	assert_int_equal(f->rst.damaged, 1);
+	assert_int_equal(file_size(path), lim);
+
+	fix_open(f, 0, 1);
+	assert_int_equal(f->rst.damaged, 0);
+	assert_int_equal(f->seen.damage, 0);
+	assert_int_equal(f->rst.torn_bytes, lim - hoff);
+	assert_ids_upto(f, 50);
+	assert_int_equal(file_size(path), hoff);
+}
+
+/* What a replay delivered, for records of any body. */
+struct got {
+	size_t n, damage;
+	size_t cut;		/* damage reported as CUT_SHORT */
+	uint64_t at[4096];	/* position of each record (its end) */
+	uint32_t len[4096], crc[4096];
+	uint8_t type[4096];
+	uint64_t dmg[4096];
+};
+
+static int
+got_cb(void *arg, const struct journal_rec *r)
+{
+	struct got *g = arg;
+
+	if (g->n == 4096)
+		return -ENOSPC;
+	g->at[g->n] = r->pos;
+	g->len[g->n] = r->len;
+	g->type[g->n] = r->type;
+	g->crc[g->n] = journal_crc32c(0, r->body, r->len);
+	g->n++;
+	return 0;
+}
+
+static void
+got_damage(void *arg, uint64_t seg, uint64_t off, const char *what)
+{
+	struct got *g = arg;
+
+	(void)seg;
+	g->cut += strcmp(what, CUT_SHORT) == 0;
+	if (g->damage < 4096)
+		g->dmg[g->damage] = off;
+	g->damage++;
+}
+
+static void
+got_replay(struct fix *f, struct got *g, struct journal_replay_stats *st)
+{
+	char why[256];
+
+	memset(g, 0, sizeof(*g));
+	assert_int_equal(journal_open(f->dir, NULL, &f->j, why, sizeof(why)),
+	    0);
+	assert_int_equal(journal_replay(f->j, got_cb, got_damage, g, st), 0);
+	journal_close(f->j);
+	f->j = NULL;
+}
+
+/*
+ * The search finds a record by its checksum without reading its body a
+ * second time: records of many lengths (each bit of a length takes part),
+ * each after a damaged header and some bytes.  The header's length is
+ * over the limit, or (every other one) lands in those bytes, so that the
+ * shortcut by it is tried and fails first.
+ */
+static void
+test_the_search_finds_records_of_any_length(void **state)
+{
+	struct fix *f = *state;
+	static const uint32_t lens[] = { 0, 1, 2, 3, 7, 8, 9, 15, 16, 17,
+	    100, 255, 256, 257, 4095, 4096, 65535, 65536, 65537, 300001,
+	    1u << 20, (1u << 21) + 12345 };
+	enum { N = sizeof(lens) / sizeof(lens[0]) };
+	struct journal_replay_stats st;
+	static struct got g;
+	size_t at[N];
+	uint32_t crc[N];
+	struct hseg s;
+
+	hseg_init(&s, 1, 0, HOSTILE_SALT);
+	for (size_t i = 0; i < N; i++) {
+		uint8_t bad[REC_HDR] = { 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5 };
+		size_t junk = (i * 37) % 300;
+
+		if (i % 2 == 1 && junk >= 20)
+			put32(bad, (uint32_t)junk / 2);
+		hseg_raw(&s, bad, sizeof(bad));
+		for (size_t k = 0; k < junk; k++) {
+			uint8_t c = (uint8_t)(k * 131 + i);
+
+			hseg_raw(&s, &c, 1);
+		}
+		at[i] = hseg_body(&s, (uint8_t)(1 + i), lens[i], (uint32_t)i);
+		crc[i] = journal_crc32c(0, s.b + at[i] + REC_HDR, lens[i]);
+	}
+	hseg_write(&s, f->dir, 1);
+
+	jnl_test_crc_bytes = 0;
+	got_replay(f, &g, &st);
+	assert_int_equal(st.damaged, N);
+	assert_int_equal(g.damage, N);
+	assert_int_equal(g.cut, 0);
+	assert_int_equal(st.torn_bytes, 0);
+	assert_int_equal(g.n, N);
+	for (size_t i = 0; i < N; i++) {
+		assert_int_equal(g.at[i], at[i] + REC_HDR + lens[i]);
+		assert_int_equal(g.len[i], lens[i]);
+		assert_int_equal(g.type[i], 1 + i);
+		assert_int_equal(g.crc[i], crc[i]);
+	}
+	/* Found by the scan, checked once more, delivered: about 3 times
+	 * the bytes. */
+	assert_true(jnl_test_crc_bytes < 4 * (uint64_t)s.len);
+	free(s.b);
+}
+
+/* A reference replay of one segment, as journal.h says, searching the
+ * slow way: every offset in turn, each candidate checksummed. */
+struct ref {
+	size_t n, damage;
+	uint64_t at[4096], dmg[4096];
+	uint32_t len[4096];
+	uint64_t torn;
+};
+
+static int
+ref_check(const uint8_t *b, uint64_t off, uint64_t end, uint32_t salt,
+    uint32_t *len)
+{
+	if (end - off < REC_HDR)
+		return 0;
+	*len = le32(b + off);
+	return *len <= JOURNAL_BODY_MAX && *len <= end - off - REC_HDR &&
+	    b[off + 8] != 0 && journal_crc32c(salt, b + off + 8, 1 +
+	    (size_t)*len) == le32(b + off + 4);
+}
+
+static void
+ref_replay(const uint8_t *b, uint64_t end, uint32_t salt, int last,
+    struct ref *rf)
+{
+	uint64_t off = SEG_HDR;
+	uint32_t len, l;
+
+	memset(rf, 0, sizeof(*rf));
+	while (off < end) {
+		uint64_t next = end;
+
+		if (ref_check(b, off, end, salt, &len)) {
+			off += REC_HDR + len;
+			rf->at[rf->n] = off;
+			rf->len[rf->n++] = len;
+			continue;
+		}
+		if (end - off >= REC_HDR && len <= JOURNAL_BODY_MAX &&
+		    len <= end - off - REC_HDR &&
+		    off + REC_HDR + len < end &&
+		    ref_check(b, off + REC_HDR + len, end, salt, &l)) {
+			next = off + REC_HDR + len;
+		} else {
+			for (uint64_t q = off + 1; end - q >= REC_HDR; q++)
+				if (ref_check(b, q, end, salt, &l)) {
+					next = q;
+					break;
+				}
+		}
+		if (next == end && last) {
+			rf->torn = end - off;
+			return;
+		}
+		rf->dmg[rf->damage++] = off;
+		off = next;
+	}
+}
+
+/*
+ * Against the reference, on segments of records whose bodies are full of
+ * plausible headers (with the wrong CRC), damaged in every way: the same
+ * records, the same damage, the same torn tail; as the last segment, and
+ * as one that another follows.
+ */
+static uint32_t
+rnd32(uint64_t *seed)
+{
+	*seed = *seed * 6364136223846793005u + 1442695040888963407u;
+	return (uint32_t)(*seed >> 33);
+}
+
+static void
+test_the_search_agrees_with_trying_every_offset(void **state)
+{
+	struct fix *f = *state;
+	static struct got g;
+	static struct ref rf;
+	struct journal_replay_stats st;
+	uint64_t seed = 777;
+
+	for (int round = 0; round < 400; round++) {
+		int last = round % 3 != 0, n;
+		uint32_t salt;
+		struct hseg s, t;
+		size_t len;
+
+#define RND() rnd32(&seed)
+		salt = RND();
+		hseg_init(&s, 1, 0, salt);
+		n = 1 + (int)(RND() % 60);
+		for (int i = 0; i < n; i++) {
+			uint32_t blen = RND() % 5 == 0 ? RND() % 3000 :
+			    RND() % 200;
+			uint8_t type = (uint8_t)(1 + RND() % 255);
+			size_t at = hseg_body(&s, type, blen, RND());
+			uint8_t *p = s.b + at + REC_HDR;
+
+			/* Fake headers in the body: lengths that fit. */
+			for (uint32_t k = 0; k + REC_HDR <= blen; k +=
+			    1 + RND() % 40) {
+				uint32_t l = RND() % 2 ? RND() % 64 :
+				    RND() % (blen + 4000);
+
+				put32(p + k, l);
+				p[k + 8] = (uint8_t)(1 + RND() % 255);
+			}
+			put32(p - 5, journal_crc32c(salt, p - 1, 1 +
+			    (size_t)blen));
+		}
+		len = s.len;
+		/* Damage. */
+		for (int k = 1 + (int)(RND() % 4); k > 0 && len > SEG_HDR;
+		    k--) {
+			size_t at = SEG_HDR + RND() % (len - SEG_HDR);
+
+			switch (RND() % 5) {
+			case 0:
+				s.b[at] ^= (uint8_t)(1 + RND() % 255);
+				break;
+			case 1:
+				for (size_t q = at; q < len && q < at + 30; q++)
+					s.b[q] = (uint8_t)RND();
+				break;
+			case 2:
+				if (at + 4 <= len)
+					put32(s.b + at, RND() % 500);
+				break;
+			case 3:
+				if (at + 4 <= len)
+					memset(s.b + at, 0xff, 4);
+				break;
+			default:
+				if (last)
+					len = at;
+				break;
+			}
+		}
+		s.len = len;
+		hseg_write(&s, f->dir, 1);
+		if (!last) {
+			/* A segment after it, beginning where it ends. */
+			hseg_init(&t, 2, len, RND());
+			hseg_ids(&t, 1, 3);
+			hseg_write(&t, f->dir, 2);
+			free(t.b);
+		}
+		got_replay(f, &g, &st);
+		ref_replay(s.b, len, salt, last, &rf);
+		free(s.b);
+		assert_int_equal(g.n, rf.n + (last ? 0 : 2));
+		for (size_t i = 0; i < rf.n; i++) {
+			assert_int_equal(g.at[i], rf.at[i]);
+			assert_int_equal(g.len[i], rf.len[i]);
+		}
+		assert_int_equal(g.damage, rf.damage);
+		assert_int_equal(g.cut, 0);
+		for (size_t i = 0; i < rf.damage; i++)
+			assert_int_equal(g.dmg[i], rf.dmg[i]);
+		assert_int_equal(st.torn_bytes, rf.torn);
+		assert_int_equal(st.damaged, rf.damage);
+		unlink(hseg_path(f->dir, 1));
+		unlink(hseg_path(f->dir, 2));
+#undef RND
+	}
+}
+
 static void
 test_a_failing_callback_stops_replay_and_appends(void **state)
 {
@@ -1978,6 +2505,10 @@ main(int argc, char **argv)
 		T(test_a_segment_whose_removal_was_lost_is_dropped),
 		T(test_a_journal_inside_a_message_is_never_taken_for_records),
 		T(test_replay_of_mangled_segments_delivers_only_true_records),
+		T(test_a_search_through_hostile_bytes_takes_linear_work),
+		T(test_a_search_cut_short_is_damage_not_a_torn_tail),
+		T(test_the_search_finds_records_of_any_length),
+		T(test_the_search_agrees_with_trying_every_offset),
 		T(test_a_failing_callback_stops_replay_and_appends),
 		T(test_reclaim_deletes_consumed_segments_oldest_first),
 		T(test_every_segment_starts_with_its_checkpoint),
