@@ -847,8 +847,10 @@ durable_conn_gone(struct broker *b, struct conn *c)
 /* Replay's state: the messages in log order (an entry is NULL once
  * consumed), a table of them by id, a table of mailboxes by uuid. */
 struct rp_msg {
-	struct msg *msg;		/* its mailbox in msg->home */
+	struct msg *msg;		/* its mailbox in msg->home; NULL
+					 * until that is known */
 	uint64_t seg;
+	uint8_t uuid[REC_UUID_LEN];	/* its mailbox's */
 };
 
 struct rp_box {
@@ -1170,16 +1172,14 @@ rp_msg(struct replay *rp, const struct journal_rec *r)
 	id = wire_get64(p + 16);
 	if (id > rp->max_id)
 		rp->max_id = id;
-	if ((x = rp_box_find(rp, p)) == NULL) {
-		rp->orphans++;
-		log_debug("journal %s: message %llu of an unknown mailbox",
-		    b->state_dir, (unsigned long long)id);
-		return 0;
-	}
+	/* Its mailbox may come later: the record before it damaged, and
+	 * the older one reclaimed, the next checkpoint names it.  Held,
+	 * and placed at the end (rp_finish). */
+	x = rp_box_find(rp, p);
 	if (rp->ids != NULL && rp->ids[i = rp_id_slot(rp, id)] != 0) {
 		struct rp_msg *e = &rp->msgs[rp->ids[i] - 1];
 
-		if (e->msg->home != x->m) {
+		if (memcmp(e->uuid, p, REC_UUID_LEN) != 0) {
 			rp_malformed(rp, r, "message record with another "
 			    "mailbox's id");
 			return 0;
@@ -1207,8 +1207,9 @@ rp_msg(struct replay *rp, const struct journal_rec *r)
 		memcpy(msg->data, p + REC_MSG_LEN + olen, plen);
 	msg->id = id;
 	msg->enqueue_ns = wire_get64(p + 24);
-	msg->home = x->m;
+	msg->home = x != NULL ? x->m : NULL;
 	rp->msgs[rp->nmsgs] = (struct rp_msg){ .msg = msg, .seg = r->seg };
+	memcpy(rp->msgs[rp->nmsgs].uuid, p, REC_UUID_LEN);
 	rp->nmsgs++;
 	if (rp_id_add(rp, id, (uint32_t)rp->nmsgs) < 0)
 		return -ENOMEM;
@@ -1232,7 +1233,7 @@ rp_consumed(struct replay *rp, const struct journal_rec *r)
 	if (rp->ids == NULL || rp->ids[i = rp_id_slot(rp, id)] == 0)
 		return;		/* its message was reclaimed already */
 	k = rp->ids[i] - 1;
-	if (memcmp(rp->msgs[k].msg->home->uuid, r->body, REC_UUID_LEN) != 0)
+	if (memcmp(rp->msgs[k].uuid, r->body, REC_UUID_LEN) != 0)
 		return;
 	rp_id_del(rp, i);
 	msg_free(rp->msgs[k].msg);
@@ -1345,6 +1346,24 @@ rp_finish(struct replay *rp, int ok)
 
 		if (msg == NULL)
 			continue;
+		if (msg->home == NULL) {
+			struct rp_box *x = rp_box_find(rp, rp->msgs[i].uuid);
+
+			if (x == NULL) {
+				/* No record of its mailbox, or it was
+				 * deleted before that was read. */
+				if (ok) {
+					rp->orphans++;
+					log_debug("journal %s: message %llu "
+					    "of an unknown mailbox",
+					    b->state_dir,
+					    (unsigned long long)msg->id);
+				}
+				msg_free(msg);
+				continue;
+			}
+			msg->home = x->m;
+		}
 		m = msg->home;
 		if (!ok || m->durable <= 0) {
 			msg_free(msg);	/* its mailbox was deleted */

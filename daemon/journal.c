@@ -654,6 +654,14 @@ jnl_list(struct journal *j, const char *dir, char *why, size_t why_size)
 		jnl_why(why, why_size, "%s: segment numbers used up", dir);
 		return -EOVERFLOW;
 	}
+	if (j->nfound > 0 && j->found[0] == 0) {
+		/* Numbers start at 1 (0 means "no segment" to the journal's
+		 * users): not one of ours; left for the operator. */
+		jnl_why(why, why_size, "%s: seg-0000000000000000.log is not a "
+		    "segment this journal writes (they are numbered from 1); "
+		    "move it away", dir);
+		return -EINVAL;
+	}
 	j->next_no = j->nfound > 0 ? j->found[j->nfound - 1] + 1 : 1;
 	return 0;
 }

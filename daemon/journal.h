@@ -22,7 +22,8 @@
  *
  * On disk: DIR/lock (flock: one broker per directory; it holds the pid),
  * and segments DIR/seg-NNNNNNNNNNNNNNNN.log (16 hex digits: the segment's
- * number, in order; numbers are never used twice, and may skip).  A
+ * number, in order, from 1; numbers are never used twice, and may skip;
+ * a segment 0 makes journal_open fail with EINVAL).  A
  * segment begins with a 32-byte header: magic "IPCJRNL1", u64 its number,
  * u64 its first position, u32 salt (random, per segment), u32 CRC-32C of
  * the 28 bytes before it.  Then records, each: u32 length of body, u32

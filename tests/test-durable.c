@@ -1955,6 +1955,84 @@ test_recovered_message_over_max_msg_size_refuses_start(void **state)
 	broker_stop(&f->b);
 }
 
+/* A damaged checkpoint record: a segment's messages whose mailbox's
+ * only good record was in an older segment.  The first restart finds
+ * the mailbox there; once that segment is reclaimed, the second must
+ * still place them (the mailbox's record comes after them, in the
+ * restart's checkpoint), not drop them as orphans (they were, found by
+ * fuzz-journal: fuzz/corpus/journal/crash-loss-after-reclaim). */
+static void
+test_messages_before_their_mailbox_record_survive_reclaim(void **state)
+{
+	struct fix *f = *state;
+	char names[8][NAME_MAX + 1], path[PATH_MAX + 300];
+	struct ipc_conn *c;
+	struct dmsg m;
+	uint8_t got[4] = { 0 };
+	uint8_t *buf, b;
+	size_t len, off;
+	int nseg, fd;
+
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	box_create(c, "a", 1, -1, -1, -1);
+	dmsg_make(&m, 1, 0);
+	assert_int_equal(ipc_send(c, "a", &m, sizeof(m)), 0);
+	fix_close_conns(f);
+	broker_kill9(f);
+	/* Segment 2 begins with its checkpoint (mailbox a), then 1/1. */
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	dmsg_make(&m, 1, 1);
+	assert_int_equal(ipc_send(c, "a", &m, sizeof(m)), 0);
+	fix_close_conns(f);
+	broker_kill9(f);
+	nseg = segments(state_dir(f), names, 8);
+	assert_int_equal(nseg, 2);
+	/* A bit of segment 2's checkpoint record of a: after the header
+	 * and CKPT_BEGIN, within the MBOX record's body (its mode). */
+	snprintf(path, sizeof(path), "%s/%s", state_dir(f), names[1]);
+	buf = file_read(path, &len);
+	off = SEG_HDR + REC_HDR + 12;
+	assert_true(len > off + REC_HDR + 30);
+	assert_int_equal(buf[off + 8], 1);	/* an MBOX record */
+	b = buf[off + REC_HDR + 24] ^ 0x04;
+	free(buf);
+	assert_true((fd = open(path, O_WRONLY)) >= 0);
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)(off + REC_HDR + 24)), 1);
+	close(fd);
+
+	/* The first restart: both back (a's record in segment 1). */
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	assert_int_equal(broker_counter(c, "journal_damaged"), 1);
+	assert_int_equal(broker_counter(c, "durable_recovered"), 2);
+	/* 1/0 taken: segment 1 goes once segment 3's checkpoint is on
+	 * disk (a blocking send makes sure of that). */
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(ipc_recv_timed(c, "a", &m, sizeof(m), TEST_WAIT_MS,
+	    NULL), (ssize_t)sizeof(m));
+	assert_int_equal(m.seq, 0);
+	box_create(c, "sync", 1, -1, -1, -1);
+	assert_int_equal(ipc_send(c, "sync", "x", 2), 0);
+	assert_true(broker_counter(c, "journal_segments_deleted") >= 1);
+	fix_close_conns(f);
+	broker_kill9(f);
+
+	/* The second: 1/1 comes before any good record of a. */
+	broker_start(&f->b, NULL);
+	c = fix_open(f);
+	print_message("after segment 1 was reclaimed: %llu recovered, %llu "
+	    "orphans, %llu damaged\n",
+	    (unsigned long long)broker_counter(c, "durable_recovered"),
+	    (unsigned long long)broker_counter(c, "journal_orphans"),
+	    (unsigned long long)broker_counter(c, "journal_damaged"));
+	assert_int_equal(broker_counter(c, "journal_orphans"), 0);
+	assert_int_equal(drain_recovered(c, "a", 1, 1, got, 4), 1);
+	assert_int_equal(got[1], 1);
+	broker_stop(&f->b);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, fix_setup, fix_teardown)
 
 int
@@ -1978,6 +2056,7 @@ main(void)
 		T(test_compaction_through_power_loss_loses_nothing),
 		T(test_compaction_killed_after_a_removal_loses_nothing),
 		T(test_recovered_message_over_max_msg_size_refuses_start),
+		T(test_messages_before_their_mailbox_record_survive_reclaim),
 	};
 
 	test_init(600);

@@ -1921,6 +1921,28 @@ child_end(struct test_proc *p)
 	return status;
 }
 
+/* Numbers start at 1: 0 means "no segment" to the journal's users
+ * (a message's segment), so a segment 0 (hand-made, or foreign) would
+ * have its messages taken for unjournaled ones (found by fuzz-journal:
+ * fuzz/corpus/journal/crash-seg0-ack-lost).  Refused, named. */
+static void
+test_a_segment_numbered_0_is_refused(void **state)
+{
+	struct fix *f = *state;
+	char path[PATH_MAX + 64], why[512];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/seg-0000000000000000.log", f->dir);
+	assert_true((fd = open(path, O_WRONLY | O_CREAT, 0600)) >= 0);
+	close(fd);
+	assert_int_equal(journal_open(f->dir, NULL, &f->j, why, sizeof(why)),
+	    -EINVAL);
+	assert_null(f->j);
+	assert_non_null(strstr(why, "seg-0000000000000000.log"));
+	/* Left as it was. */
+	assert_int_equal(access(path, F_OK), 0);
+}
+
 static void
 test_second_open_of_a_directory_fails_ebusy(void **state)
 {
@@ -2516,6 +2538,7 @@ main(int argc, char **argv)
 		T(test_replayed_segments_go_once_a_new_checkpoint_is_on_disk),
 		T(test_a_segment_retained_in_replay_stays),
 		T(test_second_open_of_a_directory_fails_ebusy),
+		T(test_a_segment_numbered_0_is_refused),
 		T(test_powerfail_shim_holds_writes_until_they_are_synced),
 		T(test_power_loss_loses_exactly_what_was_not_synced),
 		T(test_power_loss_while_creating_a_segment_leaves_a_clean_log),
