@@ -390,6 +390,10 @@ struct broker {
 	uint64_t *compact_held;		/* the old segment of each copy */
 	size_t compact_n, compact_cap;
 	uint64_t compact_pos;		/* the last copy; 0: none waits */
+	uint64_t compact_to;		/* the newest segment copied into */
+	uint64_t compact_retry;		/* a round failed: copies into this
+					 * segment and before are made
+					 * again; 0: none */
 };
 
 /* Wall-clock nanoseconds, for enqueue and creation times. */

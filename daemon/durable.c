@@ -57,6 +57,8 @@ enum {
 #define REC_MSG_LEN	46u		/* fixed part; origin, payload */
 #define REC_CONSUMED_LEN 24u
 #define REC_UUID_LEN	16u
+/* Message ids count up from 1; a record with a larger one is damage. */
+#define REC_ID_MAX	(UINT64_C(1) << 62)
 /* Longest a shutdown waits for the last sync, so senders that wait get
  * their answer.  Picked: a disk that takes longer is failing. */
 #define DURABLE_STOP_MS	5000
@@ -424,6 +426,8 @@ durable_copy(struct broker *b, struct mbox *m, struct msg *msg, void *arg)
 	msg->jseg = to;
 	b->n.journal_copied++;
 	b->compact_pos = pos;
+	if (to > b->compact_to)
+		b->compact_to = to;
 	return 0;
 }
 
@@ -432,15 +436,20 @@ durable_compact(struct broker *b)
 {
 	struct dcopy_list l = { NULL, 0, 0 };
 	struct journal_stats st;
-	uint64_t bytes = 0, upto;
+	uint64_t bytes = 0, upto, dead;
 	size_t i;
 	int r;
 
 	if (b->compact_pos != 0 || b->journal == NULL)
 		return;		/* one round at a time */
 	journal_get_stats(b->journal, &st);
-	if (st.segments_live < 3 || st.disk_bytes <= 2 * b->durable_bytes +
-	    2 * st.segment_bytes)
+	/* Every segment repeats the checkpoint: not dead, and no copying
+	 * makes it smaller (else many mailboxes in small segments would
+	 * keep compaction going for ever). */
+	dead = st.disk_bytes - (st.ckpt_bytes < st.disk_bytes ?
+	    st.ckpt_bytes : st.disk_bytes);
+	if (b->compact_retry == 0 && (st.segments_live < 3 ||
+	    dead <= 2 * b->durable_bytes + 2 * st.segment_bytes))
 		return;
 	/* Which segments: from the oldest on, while the copies fit in a
 	 * segment (the oldest's always go), all but the current one. */
@@ -457,14 +466,27 @@ durable_compact(struct broker *b)
 	}
 	if (i == l.n || l.v[i].seg >= st.newest_seg)
 		upto = st.newest_seg;	/* all of them fit */
+	/* After a failed round its copies are done again: their messages
+	 * point at the segment that lost them. */
+	if (b->compact_retry != 0 && upto <= b->compact_retry)
+		upto = b->compact_retry + 1;
 	b->compact_seg = upto;
-	b->compact_n = 0;
-	b->n.journal_compactions++;
+	b->compact_to = 0;
 	r = durable_each_msg(b, durable_copy, NULL);
-	if (b->compact_n > 0)
+	if (r == 0 && b->compact_pos == 0) {
+		/* Nothing to copy again (consumed since): what a failed
+		 * round held can go, no message needs it. */
+		for (size_t k = 0; k < b->compact_n; k++)
+			journal_release(b->journal, b->compact_held[k]);
+		b->compact_n = 0;
+		b->compact_retry = 0;
+	}
+	if (b->compact_pos != 0) {
+		b->n.journal_compactions++;
 		log_debug("journal %s: %zu messages of segments before %llu "
 		    "copied forward", b->state_dir, b->compact_n,
 		    (unsigned long long)upto);
+	}
 out:
 	if (r < 0)
 		log_warn("journal %s: compaction stopped: %s", b->state_dir,
@@ -477,21 +499,25 @@ static void
 durable_compact_synced(struct broker *b, journal_pos synced, int err)
 {
 	if (b->compact_pos != 0 && synced >= b->compact_pos) {
+		/* The copies are on disk: the old segments go. */
 		for (size_t i = 0; i < b->compact_n; i++)
 			journal_release(b->journal, b->compact_held[i]);
 		b->compact_n = 0;
 		b->compact_pos = 0;
+		b->compact_retry = 0;
 	} else if (b->compact_pos != 0 && err != 0) {
 		/* Copies failed: the old segments keep the only records of
-		 * those messages, so they stay (until a restart reads them
-		 * again). */
-		log_warn("journal %s: compaction failed: segments before "
-		    "%llu stay until ipcd restarts", b->state_dir,
-		    (unsigned long long)b->compact_seg);
-		b->compact_n = 0;
+		 * those messages, so their holds stay, and the round is
+		 * done again after the next good sync, from past the
+		 * segment that lost the copies (reclaim would stop at the
+		 * held segments until then). */
+		log_warn("journal %s: compaction failed (%s); done again",
+		    b->state_dir, strerror(err));
 		b->compact_pos = 0;
+		b->compact_retry = b->compact_to;
 	}
-	if (err == 0 && b->journal_rolled) {
+	if (err == 0 && b->compact_pos == 0 &&
+	    (b->journal_rolled || b->compact_retry != 0)) {
 		b->journal_rolled = 0;
 		durable_compact(b);
 	}
@@ -869,6 +895,8 @@ struct replay {
 	struct mbox *dead;		/* deleted in replay, freed at its
 					 * end (their messages point at
 					 * them) */
+	uint8_t *dead_uuids;		/* theirs, sorted (rp_dead_find) */
+	size_t ndead;
 	uint64_t max_id;
 	uint64_t malformed, orphans;
 	uint64_t too_big, biggest;	/* messages over --max-msg-size */
@@ -1170,6 +1198,12 @@ rp_msg(struct replay *rp, const struct journal_rec *r)
 	}
 	plen = r->len - REC_MSG_LEN - olen;
 	id = wire_get64(p + 16);
+	if (id == 0 || id > REC_ID_MAX) {
+		/* Not one the broker gives: past it, its next ids would
+		 * wrap, and restored order (by id) with them. */
+		rp_malformed(rp, r, "message record with an impossible id");
+		return 0;
+	}
 	if (id > rp->max_id)
 		rp->max_id = id;
 	/* Its mailbox may come later: the record before it damaged, and
@@ -1228,6 +1262,10 @@ rp_consumed(struct replay *rp, const struct journal_rec *r)
 		return;
 	}
 	id = wire_get64(r->body + 16);
+	if (id == 0 || id > REC_ID_MAX) {
+		rp_malformed(rp, r, "consumed record with an impossible id");
+		return;
+	}
 	if (id > rp->max_id)
 		rp->max_id = id;
 	if (rp->ids == NULL || rp->ids[i = rp_id_slot(rp, id)] == 0)
@@ -1318,6 +1356,37 @@ rp_record(void *arg, const struct journal_rec *r)
 }
 
 static int
+rp_uuid_cmp(const void *a, const void *b)
+{
+	return memcmp(a, b, REC_UUID_LEN);
+}
+
+/* Was uuid a mailbox that replay deleted?  (A message read before its
+ * mailbox's record goes with the mailbox, as one read after it does;
+ * only one whose mailbox never appears is an orphan.)  The deleted
+ * ones are sorted on first use. */
+static int
+rp_dead_find(struct replay *rp, const uint8_t *uuid)
+{
+	if (rp->dead_uuids == NULL && rp->dead != NULL) {
+		size_t n = 0;
+
+		for (struct mbox *m = rp->dead; m != NULL; m = m->hnext)
+			n++;
+		if ((rp->dead_uuids = malloc(n * REC_UUID_LEN)) == NULL)
+			return 0;	/* counted an orphan: no harm */
+		n = 0;
+		for (struct mbox *m = rp->dead; m != NULL; m = m->hnext)
+			memcpy(rp->dead_uuids + REC_UUID_LEN * n++, m->uuid,
+			    REC_UUID_LEN);
+		qsort(rp->dead_uuids, n, REC_UUID_LEN, rp_uuid_cmp);
+		rp->ndead = n;
+	}
+	return rp->ndead > 0 && bsearch(uuid, rp->dead_uuids, rp->ndead,
+	    REC_UUID_LEN, rp_uuid_cmp) != NULL;
+}
+
+static int
 rp_msg_cmp(const void *a, const void *b)
 {
 	const struct msg *x = ((const struct rp_msg *)a)->msg;
@@ -1349,9 +1418,12 @@ rp_finish(struct replay *rp, int ok)
 		if (msg->home == NULL) {
 			struct rp_box *x = rp_box_find(rp, rp->msgs[i].uuid);
 
+			if (x == NULL && rp_dead_find(rp, rp->msgs[i].uuid)) {
+				msg_free(msg);	/* deleted with it */
+				continue;
+			}
 			if (x == NULL) {
-				/* No record of its mailbox, or it was
-				 * deleted before that was read. */
+				/* No record of its mailbox. */
 				if (ok) {
 					rp->orphans++;
 					log_debug("journal %s: message %llu "
@@ -1393,6 +1465,7 @@ rp_finish(struct replay *rp, int ok)
 	free(rp->msgs);
 	free(rp->ids);
 	free(rp->boxes);
+	free(rp->dead_uuids);
 	return n;
 }
 

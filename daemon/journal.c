@@ -972,9 +972,12 @@ journal_append(struct journal *j, uint8_t type, const void *hdr,
 	if (!j->in_ckpt) {
 		s = j->have_cur ? &j->segs[j->nsegs - 1] : NULL;
 		/* Full: roll, unless all it has is its checkpoint (a record
-		 * larger than a segment gets one of its own). */
-		if (s == NULL || j->ckpt_redo || (s->end - s->first + rlen >
-		    j->segment_bytes && s->end > s->ckpt_end))
+		 * larger than a segment gets one of its own).  The size
+		 * counts what follows the checkpoint: a checkpoint as large
+		 * as a segment (many mailboxes, small segments) must not
+		 * make every record roll one. */
+		if (s == NULL || j->ckpt_redo || (s->end > s->ckpt_end &&
+		    s->end - s->ckpt_end + rlen > j->segment_bytes))
 			if ((r = jnl_new_segment(j)) < 0)
 				return jnl_append_fail(j, -r);
 	}
@@ -1114,6 +1117,11 @@ journal_get_stats(const struct journal *j, struct journal_stats *st)
 	st->oldest_seg = j->nsegs > 0 ? j->segs[0].no : 0;
 	st->newest_seg = j->nsegs > 0 ? j->segs[j->nsegs - 1].no : 0;
 	st->segment_bytes = j->segment_bytes;
+	for (size_t i = 0; i < j->nsegs; i++)
+		if (j->segs[i].ckpt_end != UINT64_MAX &&
+		    j->segs[i].ckpt_end > j->segs[i].first)
+			st->ckpt_bytes += j->segs[i].ckpt_end -
+			    j->segs[i].first;
 	pthread_mutex_lock(&mj->mu);
 	st->syncs = j->syncs;
 	st->sync_ns_total = j->sync_ns;
@@ -1558,7 +1566,13 @@ jnl_read_header(struct journal *j, struct jnl_rseg *rs)
 	if ((fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC |
 	    O_NOFOLLOW)) < 0)
 		return -errno;
-	if (fstat(fd, &sb) < 0)
+	/* What a broker killed before its sync wrote may be in the page
+	 * cache only: synced now, before replay trusts it (a compaction
+	 * copy read here lets the segment of its original go, and a power
+	 * loss after that must not take the copy). */
+	if (fdatasync(fd) < 0)
+		r = -errno;
+	else if (fstat(fd, &sb) < 0)
 		r = -errno;
 	else if ((rs->size = (uint64_t)sb.st_size) >= JNL_SEG_HDR &&
 	    (r = jnl_pread_all(fd, h, sizeof(h), 0)) == 0) {
@@ -1754,6 +1768,9 @@ journal_replay(struct journal *j,
 		rs[i].no = j->found[i];
 		e = jnl_read_header(j, &rs[i]);
 	}
+	/* And their names (a segment made just before the crash). */
+	if (e == 0 && n > 0 && fsync(j->dirfd) < 0)
+		e = -errno;
 	if (e < 0)
 		goto out;
 	jnl_plan(rs, n);

@@ -54,7 +54,9 @@ struct journal;
 #define JOURNAL_BODY_MAX (UINT32_C(1) << 30)
 
 struct journal_opts {
-	uint64_t segment_bytes;		/* roll over past this (0: 64 MiB) */
+	uint64_t segment_bytes;		/* roll over when the records past
+					 * a segment's checkpoint would
+					 * pass this (0: 64 MiB) */
 };
 
 /* Open (creating it 0700 if missing) and lock dir, and start the sync
@@ -87,7 +89,9 @@ struct journal_rec {
 };
 
 /*
- * Read every segment in order, check every checksum, and call cb (may be
+ * Sync every segment file and the directory first (what a process that
+ * died before its sync wrote may be in the page cache only), then read
+ * every segment in order, check every checksum, and call cb (may be
  * NULL) for each good record (cb returns 0 to go on, -errno to stop:
  * replay returns it).  A bad record that a good one follows is damage:
  * counted in damaged, reported through on_damage (may be NULL) with its
@@ -102,9 +106,11 @@ struct journal_rec {
  * whose header never reached the disk.  One exception: the search keeps
  * at most 2^20 lookalike records open at once, and checks none that it
  * had to drop (only bytes made to look like records fill that, or random
- * ones far beyond 64 MiB); when it drops some and then finds nothing, the
- * bad bytes at the end of the last segment may hide a good record, so
- * they are damage, reported and kept, not cut.  After replay the journal
+ * ones far beyond 64 MiB): good records among those are skipped with the
+ * damage (one report), and when it drops some and then finds nothing,
+ * the bad bytes at the end of the last segment may hide a good record,
+ * so they are damage, reported and kept, not cut (a later replay, seeded
+ * the same, finds the same).  After replay the journal
  * appends to a new segment.  Call once, after journal_open and before
  * any append (appends fail with EINVAL until a replay succeeded).  0, or
  * -errno (I/O errors reading or truncating; EINVAL on a second call).
@@ -179,7 +185,10 @@ struct journal_stats {
 	uint64_t syncs, sync_ns_total;
 	uint64_t segments_live;		/* not deleted or queued */
 	uint64_t oldest_seg, newest_seg;	/* of those (0: none) */
-	uint64_t segment_bytes;		/* the size a segment rolls at */
+	uint64_t segment_bytes;		/* what a segment holds past its
+					 * checkpoint before it rolls */
+	uint64_t ckpt_bytes;		/* the live segments' headers and
+					 * checkpoints */
 	uint64_t segments_deleted;	/* files removed by reclaim */
 	uint64_t disk_bytes;		/* segment files now */
 	uint64_t write_errors;		/* failed batches and removals */
