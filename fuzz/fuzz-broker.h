@@ -564,14 +564,41 @@ fz_rewrite(const uint8_t *in, size_t len, uint8_t *out)
 	return o + (len - off);
 }
 
+/* Write len bytes as they are to the open client cl, the broker
+ * reading as it goes; a client the broker stops reading (throttled) is
+ * left stuck, and the rest dropped. */
+static void
+fz_write_raw(struct fz *z, struct fz_client *cl, const uint8_t *buf,
+    size_t len)
+{
+	size_t off = 0;
+	int stall = 0;
+
+	while (off < len) {
+		ssize_t n = fz_send(cl, buf + off, len - off);
+
+		if (n > 0) {
+			off += (size_t)n;
+			stall = 0;
+		} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			if (++stall > 64) {
+				cl->stuck = 1;
+				break;
+			}
+		} else {
+			break;		/* closed by the broker */
+		}
+		fz_round(z, 0);
+	}
+	fz_settle(z);
+}
+
 /* Write a segment to the current client, the broker reading as it goes. */
 static void
 fz_write(struct fz *z, const uint8_t *seg, size_t len)
 {
 	struct fz_client *cl = &z->cl[z->cur];
 	uint8_t *buf;
-	size_t off = 0;
-	int stall = 0;
 
 	if (len == 0 || fz_client_open(z, z->cur) < 0 || cl->eof ||
 	    cl->stuck)
@@ -582,26 +609,8 @@ fz_write(struct fz *z, const uint8_t *seg, size_t len)
 	if (z->trace)
 		fprintf(stderr, "conn %d -> %zu bytes%s\n", z->cur, len,
 		    cl->pass_fd >= 0 ? " and a descriptor" : "");
-	while (off < len) {
-		ssize_t n = fz_send(cl, buf + off, len - off);
-
-		if (n > 0) {
-			off += (size_t)n;
-			stall = 0;
-		} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-			/* The broker stopped reading (throttled): what
-			 * is left of this client's input is dropped. */
-			if (++stall > 64) {
-				cl->stuck = 1;
-				break;
-			}
-		} else {
-			break;		/* closed by the broker */
-		}
-		fz_round(z, 0);
-	}
+	fz_write_raw(z, cl, buf, len);
 	free(buf);
-	fz_settle(z);
 }
 
 /* --- the broker's books ----------------------------------------------- */

@@ -1074,6 +1074,25 @@ fj_broker_close(struct fz *z)
 	}
 }
 
+/* The broker's last look: settled, its clients gone, it must count as
+ * many durable messages as its durable mailboxes hold (res gets them);
+ * then it closes.  which: 1 or 2, for the message. */
+static void
+fj_settle_and_close(struct fz *z, struct fj_result *res, int which)
+{
+	uint64_t held;
+
+	fj_quiesce(z);
+	fj_clients_go(z);
+	held = fj_boxes(&z->b, res);
+	if (held != z->b.durable_msgs)
+		FZ_FAIL("broker %d counts %llu durable messages, its durable "
+		    "mailboxes hold %llu", which,
+		    (unsigned long long)z->b.durable_msgs,
+		    (unsigned long long)held);
+	fj_broker_close(z);
+}
+
 /* --- the client ---------------------------------------------------------- */
 
 /* Frame f to client 0, the broker reading as it goes (fz_write, but
@@ -1084,30 +1103,13 @@ fj_frame(struct fz *z, const struct wire_frame *f)
 	struct fz_client *cl = &z->cl[0];
 	uint8_t buf[FZ_MAX_FRAME];
 	long n = wire_encode(f, buf, sizeof(buf));
-	size_t off = 0;
 
 	if (n < 0)
 		FZ_FAIL("wire_encode %s: %ld", wire_type_name(f->type), n);
 	z->cur = 0;
 	if (fz_client_open(z, 0) < 0 || cl->eof || cl->stuck)
 		return;
-	for (int stall = 0; off < (size_t)n;) {
-		ssize_t k = fz_send(cl, buf + off, (size_t)n - off);
-
-		if (k > 0) {
-			off += (size_t)k;
-			stall = 0;
-		} else if (k < 0 && (errno == EAGAIN || errno == EINTR)) {
-			if (++stall > 64) {
-				cl->stuck = 1;
-				break;
-			}
-		} else {
-			break;		/* closed by the broker */
-		}
-		fz_round(z, 0);
-	}
-	fz_settle(z);
+	fz_write_raw(z, cl, buf, (size_t)n);
 }
 
 /* Does mailbox name hold a message over the broker's max_payload? */
@@ -1325,7 +1327,6 @@ static void
 fj_refused_big(struct fz *z, const char *dir, const struct fj_build *w)
 {
 	struct fj_result r = { 0 };
-	uint64_t held;
 	int big = 0;
 
 	if (fj_broker_start(z, dir, w, 0, 1u << 20) < 0)
@@ -1341,15 +1342,7 @@ fj_refused_big(struct fz *z, const char *dir, const struct fj_build *w)
 	if (!big)
 		FZ_FAIL("refused for a message over %u bytes, and none is",
 		    FZ_MAX_PAYLOAD);
-	fj_quiesce(z);
-	fj_clients_go(z);
-	held = fj_boxes(&z->b, &r);
-	if (held != z->b.durable_msgs)
-		FZ_FAIL("broker 2 counts %llu durable messages, its durable "
-		    "mailboxes hold %llu",
-		    (unsigned long long)z->b.durable_msgs,
-		    (unsigned long long)held);
-	fj_broker_close(z);
+	fj_settle_and_close(z, &r, 2);
 	free(r.boxes);
 }
 
@@ -1367,7 +1360,6 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *tmp = getenv("TMPDIR");
 	uint8_t what = size > 0 ? data[0] : 0;
 	size_t nbefore, nafter;
-	uint64_t held;
 	int repeat, removed, r;
 
 	fz_init_once();
@@ -1413,14 +1405,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	fj_replayed(z, &r1, 1);
 	if (what != 0)
 		fj_client(z, what);
-	fj_clients_go(z);
-	held = fj_boxes(&z->b, &left);
-	if (held != z->b.durable_msgs)
-		FZ_FAIL("broker 1 counts %llu durable messages, its durable "
-		    "mailboxes hold %llu",
-		    (unsigned long long)z->b.durable_msgs,
-		    (unsigned long long)held);
-	fj_broker_close(z);
+	fj_settle_and_close(z, &left, 1);
 	nafter = fj_list(state, after, FJ_FILES);
 	removed = fj_removed(before, nbefore, after, nafter);
 
@@ -1460,15 +1445,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (!repeat)
 			fj_same_boxes(&left, &r2);
 	}
-	fj_quiesce(z);
-	fj_clients_go(z);
-	held = fj_boxes(&z->b, &r2);
-	if (held != z->b.durable_msgs)
-		FZ_FAIL("broker 2 counts %llu durable messages, its durable "
-		    "mailboxes hold %llu",
-		    (unsigned long long)z->b.durable_msgs,
-		    (unsigned long long)held);
-	fj_broker_close(z);
+	fj_settle_and_close(z, &r2, 2);
 
 	free(r1.boxes);
 	free(left.boxes);
